@@ -1,0 +1,463 @@
+//! Carrying out a plan against the API: Secrets first, then ServiceAccount edits, namespaces in
+//! parallel (bounded). Every ServiceAccount write carries the resourceVersion it was computed
+//! from; on 409 the account is read again and the edit recomputed.
+
+use std::sync::Arc;
+
+use futures::{StreamExt, stream};
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use kube::{
+    Api,
+    api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions},
+};
+use serde_json::json;
+use tracing::{debug, info};
+
+use crate::{
+    context::Context,
+    crd::{CREDENTIAL_LABEL, ConflictPolicy, MANAGED_BY_LABEL, MANAGER},
+    error::{Error, namespace_terminating, status_code},
+    plan::{self, CleanupPlan, Owner, Ownership, Plan, SaChange, SecretStep, TargetPlan},
+    service_accounts,
+    source::{DOCKER_CONFIG_JSON_TYPE, DOCKERCFG_TYPE},
+};
+
+/// Attempts at a ServiceAccount write that keeps losing races with other writers.
+const SA_WRITE_ATTEMPTS: usize = 8;
+
+/// A problem in one namespace, for status and Events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub namespace: String,
+    pub reason: String,
+    pub message: String,
+}
+
+impl Failure {
+    fn conflict(namespace: &str, message: String) -> Self {
+        Failure {
+            namespace: namespace.into(),
+            reason: "Conflict".into(),
+            message,
+        }
+    }
+
+    fn from_error(namespace: &str, e: &Error) -> Self {
+        Failure {
+            namespace: namespace.into(),
+            reason: e.reason().into(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Result of the work in one target namespace.
+#[derive(Debug)]
+pub enum TargetOutcome {
+    /// Secret in place, every selected ServiceAccount lists it.
+    Synced { service_accounts: u32 },
+    /// The namespace is being deleted: skipped quietly.
+    Terminating,
+    Failed {
+        failure: Failure,
+        service_accounts: u32,
+    },
+}
+
+/// What a pass achieved.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub synced: u32,
+    pub terminating: u32,
+    pub patched_service_accounts: u32,
+    pub failures: Vec<Failure>,
+    /// Namespaces whose Secret was adopted in this pass.
+    pub adopted: Vec<String>,
+}
+
+/// Everything apply needs to know about the credential besides the plan.
+pub struct Apply<'a> {
+    pub ctx: &'a Context,
+    pub owner: &'a Owner,
+    pub secret_name: &'a str,
+    pub data: &'a [u8],
+    pub conflict_policy: ConflictPolicy,
+}
+
+impl Apply<'_> {
+    pub async fn run(&self, plan: Plan) -> Outcome {
+        let concurrency = self.ctx.settings.write_concurrency.max(1);
+        let mut outcome = Outcome::default();
+
+        let results: Vec<(TargetOutcome, Option<String>)> = stream::iter(plan.targets)
+            .map(|t| self.target(t))
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        for (result, adopted) in results {
+            match result {
+                TargetOutcome::Synced { service_accounts } => {
+                    outcome.synced += 1;
+                    outcome.patched_service_accounts += service_accounts;
+                }
+                TargetOutcome::Terminating => outcome.terminating += 1,
+                TargetOutcome::Failed {
+                    failure,
+                    service_accounts,
+                } => {
+                    outcome.patched_service_accounts += service_accounts;
+                    outcome.failures.push(failure);
+                }
+            }
+            outcome.adopted.extend(adopted);
+        }
+        outcome.failures.extend(self.cleanups(plan.cleanups).await);
+        outcome
+    }
+
+    /// Runs cleanups only (teardown); returns the failures.
+    pub async fn cleanups(&self, cleanups: Vec<CleanupPlan>) -> Vec<Failure> {
+        let concurrency = self.ctx.settings.write_concurrency.max(1);
+        stream::iter(cleanups)
+            .map(|c| cleanup(self.ctx, self.owner, c))
+            .buffer_unordered(concurrency)
+            .filter_map(|r| async move { r.err() })
+            .collect()
+            .await
+    }
+
+    /// Returns the outcome and, if the Secret was adopted, the namespace.
+    async fn target(&self, target: TargetPlan) -> (TargetOutcome, Option<String>) {
+        let ns = target.namespace.clone();
+        let listing = target.listing_service_accounts;
+        let failed = |failure: Failure| TargetOutcome::Failed {
+            failure,
+            service_accounts: listing,
+        };
+        let adopted = match self.secret(&ns, target.secret).await {
+            Ok(done) => (done == SecretDone::Adopted).then(|| ns.clone()),
+            Err(StepError::Terminating) => return (TargetOutcome::Terminating, None),
+            Err(StepError::Failed(f)) => return (failed(f), None),
+        };
+        for change in target.edits {
+            match write_service_account(self.ctx, &self.owner.name, change).await {
+                Ok(()) => {}
+                Err(Error::Api { source, .. }) if namespace_terminating(&source) => {
+                    return (TargetOutcome::Terminating, None);
+                }
+                Err(e) => return (failed(Failure::from_error(&ns, &e)), adopted),
+            }
+        }
+        (
+            TargetOutcome::Synced {
+                service_accounts: target.selected_service_accounts,
+            },
+            adopted,
+        )
+    }
+
+    async fn secret(&self, ns: &str, step: SecretStep) -> Result<SecretDone, StepError> {
+        match step {
+            SecretStep::InSync => Ok(SecretDone::Unchanged),
+            SecretStep::Conflict { message } => {
+                Err(StepError::Failed(Failure::conflict(ns, message)))
+            }
+            SecretStep::Create => self.create(ns, true).await,
+            SecretStep::Update { uid } => self.update(ns, &uid).await.map(|()| SecretDone::Written),
+            SecretStep::Recheck => self.recheck(ns).await,
+        }
+    }
+
+    fn api(&self, ns: &str) -> Api<Secret> {
+        Api::namespaced(self.ctx.client.clone(), ns)
+    }
+
+    fn desired(&self, ns: &str) -> Secret {
+        plan::desired_secret(self.owner, ns, self.secret_name, self.data)
+    }
+
+    async fn create(&self, ns: &str, recheck_on_conflict: bool) -> Result<SecretDone, StepError> {
+        let pp = PostParams {
+            field_manager: Some(MANAGER.into()),
+            ..Default::default()
+        };
+        match self.api(ns).create(&pp, &self.desired(ns)).await {
+            Ok(created) => {
+                debug!(namespace = ns, secret = self.secret_name, "created Secret");
+                self.ctx.secret_writes.wrote(created);
+                Ok(SecretDone::Written)
+            }
+            // Boxed: recheck may itself create once (never recursing further).
+            Err(e) if status_code(&e) == Some(409) && recheck_on_conflict => {
+                Box::pin(self.recheck(ns)).await
+            }
+            Err(e) => Err(self.step_error(ns, "creating", e)),
+        }
+    }
+
+    /// Server-side apply of our fields, forced (we own them), with the uid as precondition so
+    /// that a Secret deleted and recreated by someone else in between is not taken over.
+    async fn update(&self, ns: &str, uid: &str) -> Result<(), StepError> {
+        let mut desired = self.desired(ns);
+        desired.metadata.uid = Some(uid.into());
+        let pp = PatchParams::apply(MANAGER).force();
+        match self
+            .api(ns)
+            .patch(self.secret_name, &pp, &Patch::Apply(&desired))
+            .await
+        {
+            Ok(updated) => {
+                debug!(namespace = ns, secret = self.secret_name, "updated Secret");
+                self.ctx.secret_writes.wrote(updated);
+                Ok(())
+            }
+            Err(e) => {
+                self.ctx.secret_writes.forget(ns, self.secret_name);
+                Err(self.step_error(ns, "updating", e))
+            }
+        }
+    }
+
+    /// Reads a same-name Secret we could not see in our cache and decides what it is.
+    async fn recheck(&self, ns: &str) -> Result<SecretDone, StepError> {
+        let existing = self
+            .api(ns)
+            .get_opt(self.secret_name)
+            .await
+            .map_err(|e| self.step_error(ns, "reading", e))?;
+        let Some(existing) = existing else {
+            self.ctx.clear_conflict(ns, self.secret_name);
+            return self.create(ns, false).await;
+        };
+        let uid = existing.metadata.uid.clone().unwrap_or_default();
+        match plan::ownership(&existing, self.owner) {
+            Ownership::Ours => {
+                self.ctx.clear_conflict(ns, self.secret_name);
+                if plan::in_sync(&existing, self.owner, self.data) {
+                    self.ctx.secret_writes.wrote(existing);
+                    Ok(SecretDone::Unchanged)
+                } else {
+                    self.update(ns, &uid).await.map(|()| SecretDone::Written)
+                }
+            }
+            Ownership::OtherCredential(c) => {
+                let message = plan::held_by_other(ns, self.secret_name, &c);
+                self.ctx.record_conflict(ns, self.secret_name, &message);
+                Err(StepError::Failed(Failure::conflict(ns, message)))
+            }
+            Ownership::Foreign => self.foreign(ns, existing, &uid).await,
+        }
+    }
+
+    async fn foreign(
+        &self,
+        ns: &str,
+        existing: Secret,
+        uid: &str,
+    ) -> Result<SecretDone, StepError> {
+        let type_ = existing.type_.as_deref().unwrap_or("Opaque");
+        let refuse = |message: String| {
+            self.ctx.record_conflict(ns, self.secret_name, &message);
+            Err(StepError::Failed(Failure::conflict(ns, message)))
+        };
+        if self.conflict_policy == ConflictPolicy::Skip {
+            return refuse(format!(
+                "Secret {ns}/{} exists and is not managed by {MANAGER}; left untouched (conflictPolicy: Skip). \
+                 Delete it, choose another secretName, or set conflictPolicy: Adopt",
+                self.secret_name
+            ));
+        }
+        match type_ {
+            DOCKER_CONFIG_JSON_TYPE => {
+                self.update(ns, uid).await?;
+            }
+            // The type of a Secret is immutable: replace it, guarded by its uid.
+            DOCKERCFG_TYPE => {
+                let dp = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: Some(uid.into()),
+                        resource_version: None,
+                    }),
+                    ..Default::default()
+                };
+                self.api(ns)
+                    .delete(self.secret_name, &dp)
+                    .await
+                    .map_err(|e| self.step_error(ns, "replacing", e))?;
+                self.create(ns, false).await?;
+            }
+            other => {
+                return refuse(format!(
+                    "Secret {ns}/{} exists and is not a registry-credential Secret (type {other}); \
+                     conflictPolicy: Adopt only takes over {DOCKER_CONFIG_JSON_TYPE} or {DOCKERCFG_TYPE} Secrets",
+                    self.secret_name
+                ));
+            }
+        }
+        self.ctx.clear_conflict(ns, self.secret_name);
+        info!(namespace = ns, secret = self.secret_name, credential = %self.owner.name, "adopted Secret");
+        Ok(SecretDone::Adopted)
+    }
+
+    fn step_error(&self, ns: &str, action: &'static str, e: kube::Error) -> StepError {
+        if namespace_terminating(&e) {
+            return StepError::Terminating;
+        }
+        StepError::Failed(Failure::from_error(
+            ns,
+            &Error::api(action, "Secret", ns, self.secret_name, e),
+        ))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SecretDone {
+    Unchanged,
+    Written,
+    Adopted,
+}
+
+enum StepError {
+    Terminating,
+    Failed(Failure),
+}
+
+/// Writes one ServiceAccount edit; on 409 reads the account again and recomputes.
+pub async fn write_service_account(
+    ctx: &Context,
+    credential: &str,
+    change: SaChange,
+) -> Result<(), Error> {
+    let SaChange {
+        service_account,
+        want,
+        mut edit,
+    } = change;
+    let ns = service_account
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_default();
+    let name = service_account.metadata.name.clone().unwrap_or_default();
+    let api: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &ns);
+    let pp = PatchParams {
+        field_manager: Some(MANAGER.into()),
+        ..Default::default()
+    };
+    let mut rv = service_account
+        .metadata
+        .resource_version
+        .clone()
+        .unwrap_or_default();
+    for attempt in 1..=SA_WRITE_ATTEMPTS {
+        match api
+            .patch(&name, &pp, &Patch::Merge(edit.merge_patch(&rv)))
+            .await
+        {
+            Ok(updated) => {
+                debug!(namespace = %ns, service_account = %name, "updated imagePullSecrets");
+                ctx.sa_writes.wrote(updated);
+                return Ok(());
+            }
+            Err(e) if status_code(&e) == Some(409) && attempt < SA_WRITE_ATTEMPTS => {
+                ctx.sa_writes.forget(&ns, &name);
+                let fresh = match api.get_opt(&name).await {
+                    Ok(Some(fresh)) => fresh,
+                    Ok(None) => return Ok(()), // deleted meanwhile: nothing to edit
+                    Err(e) => return Err(Error::api("reading", "ServiceAccount", &ns, &name, e)),
+                };
+                match service_accounts::edit(&fresh, credential, &want) {
+                    None => {
+                        ctx.sa_writes.wrote(fresh);
+                        return Ok(());
+                    }
+                    Some(next) => {
+                        rv = fresh.metadata.resource_version.clone().unwrap_or_default();
+                        edit = next;
+                    }
+                }
+            }
+            Err(e) if status_code(&e) == Some(404) => return Ok(()),
+            Err(e) => return Err(Error::api("updating", "ServiceAccount", &ns, &name, e)),
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// Removes what we did in a namespace: ServiceAccount entries first, then Secrets.
+async fn cleanup(ctx: &Context, owner: &Owner, c: CleanupPlan) -> Result<(), Failure> {
+    let ns = c.namespace;
+    let fail = |e: Error| Failure::from_error(&ns, &e);
+    for change in c.edits {
+        match write_service_account(ctx, &owner.name, change).await {
+            Err(Error::Api { source, .. }) if namespace_terminating(&source) => return Ok(()),
+            r => r.map_err(fail)?,
+        }
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    for secret in c.delete {
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: secret.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match api.delete(&name, &dp).await {
+            Ok(_) => {
+                debug!(namespace = %ns, secret = %name, "deleted Secret");
+                ctx.secret_writes.deleted(secret.as_ref());
+            }
+            Err(e) if matches!(status_code(&e), Some(404) | Some(409)) => {
+                ctx.secret_writes.deleted(secret.as_ref()); // gone, or no longer the one we made
+            }
+            Err(e) => return Err(fail(Error::api("deleting", "Secret", &ns, &name, e))),
+        }
+    }
+    for secret in c.release {
+        release(owner, &api, secret).await.map_err(fail)?;
+    }
+    Ok(())
+}
+
+/// Removes our labels and ownerReference from a Secret (deletion with `Orphan`).
+async fn release(owner: &Owner, api: &Api<Secret>, secret: Arc<Secret>) -> Result<(), Error> {
+    let ns = secret.metadata.namespace.clone().unwrap_or_default();
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    let mut current = (*secret).clone();
+    for _ in 0..SA_WRITE_ATTEMPTS {
+        let refs: Vec<_> = current
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .filter(|r| r.uid != owner.uid)
+            .cloned()
+            .collect();
+        let patch = json!({
+            "metadata": {
+                "resourceVersion": current.metadata.resource_version,
+                "labels": { MANAGED_BY_LABEL: null, CREDENTIAL_LABEL: null },
+                "ownerReferences": if refs.is_empty() { serde_json::Value::Null } else { json!(refs) },
+            }
+        });
+        match api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if status_code(&e) == Some(409) => match api.get_opt(&name).await {
+                Ok(Some(fresh)) => current = fresh,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(Error::api("reading", "Secret", &ns, &name, e)),
+            },
+            Err(e) if status_code(&e) == Some(404) => return Ok(()),
+            Err(e) => return Err(Error::api("releasing", "Secret", &ns, &name, e)),
+        }
+    }
+    Err(Error::Finalizer {
+        name: owner.name.clone(),
+        message: format!("Secret {ns}/{name} kept changing while being released"),
+    })
+}

@@ -1,0 +1,203 @@
+//! Shared state of the controller: the client, the watch caches, our recent writes, settings.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use kube::{
+    Client,
+    core::PartialObjectMeta,
+    runtime::{
+        events::Recorder,
+        reflector::{ObjectRef, Store},
+    },
+};
+
+use crate::{
+    crd::{CREDENTIAL_LABEL, RegistryCredential},
+    metrics::Metrics,
+    overlay::Overlay,
+    plan::View,
+    service_accounts,
+};
+
+/// Operator settings from the command line.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The operator's own namespace.
+    pub namespace: String,
+    /// Namespaces that sources may be read from.
+    pub source_namespaces: Vec<String>,
+    /// Concurrent namespace writes within one reconcile.
+    pub write_concurrency: usize,
+}
+
+/// The reflector stores the controller reads instead of the API.
+#[derive(Clone)]
+pub struct Caches {
+    pub credentials: Store<RegistryCredential>,
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    pub service_accounts: Store<ServiceAccount>,
+    /// Only Secrets labelled `app.kubernetes.io/managed-by: regcred-operator`.
+    pub secrets: Store<Secret>,
+    /// All Secrets of each allowed source namespace.
+    pub sources: BTreeMap<String, Store<Secret>>,
+    /// Becomes true once every store above holds its initial list.
+    pub ready: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Caches {
+    /// Waits until every cache holds a complete initial list. Acting on a partial cache would
+    /// look like "namespace gone" and prune copies that must stay.
+    pub async fn wait_until_ready(&self) {
+        // A closed channel means the process is shutting down; nothing to wait for then.
+        let _ = self.ready.clone().wait_for(|ready| *ready).await;
+    }
+
+    /// Awaits the stores themselves. Called by exactly one task: a store's readiness future wakes
+    /// only its most recent waiter, so everyone else waits on [`Caches::ready`]. The credentials
+    /// store is left out for the same reason: kube's controller already waits on it and starts no
+    /// reconcile before it is ready.
+    pub async fn stores_ready(&self) {
+        let _ = self.namespaces.wait_until_ready().await;
+        let _ = self.service_accounts.wait_until_ready().await;
+        let _ = self.secrets.wait_until_ready().await;
+        for store in self.sources.values() {
+            let _ = store.wait_until_ready().await;
+        }
+    }
+
+    pub fn source_secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+        self.sources
+            .get(namespace)?
+            .get(&ObjectRef::new(name).within(namespace))
+    }
+}
+
+/// How long a same-name Secret we do not manage is remembered before we read it again.
+pub const CONFLICT_RECHECK: Duration = Duration::from_secs(60);
+
+pub struct Context {
+    pub client: Client,
+    pub caches: Caches,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+    pub secret_writes: Overlay<Secret>,
+    pub sa_writes: Overlay<ServiceAccount>,
+    /// `(namespace, name)` of foreign same-name Secrets found, with when and why.
+    pub conflicts: Mutex<HashMap<(String, String), (Instant, String)>>,
+    /// Consecutive failures per credential, for backoff; reset on success.
+    pub failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// A snapshot view for one reconcile pass, indexed once so that the pass is linear in the
+    /// size of the caches.
+    pub fn view(&self) -> CacheView<'_> {
+        let mut sas_by_ns: HashMap<String, Vec<Arc<ServiceAccount>>> = HashMap::new();
+        for sa in self.caches.service_accounts.state() {
+            let ns = sa.metadata.namespace.clone().unwrap_or_default();
+            sas_by_ns.entry(ns).or_default().push(sa);
+        }
+        CacheView {
+            ctx: self,
+            sas_by_ns,
+        }
+    }
+
+    pub fn record_conflict(&self, namespace: &str, name: &str, message: &str) {
+        self.conflicts.lock().expect("conflicts lock").insert(
+            (namespace.into(), name.into()),
+            (Instant::now(), message.into()),
+        );
+    }
+
+    pub fn clear_conflict(&self, namespace: &str, name: &str) {
+        self.conflicts
+            .lock()
+            .expect("conflicts lock")
+            .remove(&(namespace.into(), name.into()));
+    }
+
+    pub fn has_conflicts(&self) -> bool {
+        !self.conflicts.lock().expect("conflicts lock").is_empty()
+    }
+}
+
+pub struct CacheView<'a> {
+    ctx: &'a Context,
+    sas_by_ns: HashMap<String, Vec<Arc<ServiceAccount>>>,
+}
+
+impl CacheView<'_> {
+    fn sa_view(&self, sa: &Arc<ServiceAccount>) -> Option<Arc<ServiceAccount>> {
+        let (ns, name) = (
+            sa.metadata.namespace.as_deref().unwrap_or_default(),
+            sa.metadata.name.as_deref().unwrap_or_default(),
+        );
+        self.ctx.sa_writes.view(ns, name, Some(sa.clone()))
+    }
+}
+
+impl View for CacheView<'_> {
+    fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+        let cached = self
+            .ctx
+            .caches
+            .secrets
+            .get(&ObjectRef::new(name).within(namespace));
+        self.ctx.secret_writes.view(namespace, name, cached)
+    }
+
+    fn service_accounts(&self, namespace: &str) -> Vec<Arc<ServiceAccount>> {
+        self.sas_by_ns
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .filter_map(|sa| self.sa_view(sa))
+            .collect()
+    }
+
+    fn secrets_of(&self, credential: &str) -> Vec<Arc<Secret>> {
+        self.ctx
+            .caches
+            .secrets
+            .state()
+            .into_iter()
+            .filter(|s| {
+                s.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(CREDENTIAL_LABEL))
+                    .map(String::as_str)
+                    == Some(credential)
+            })
+            .filter_map(|s| {
+                let (ns, name) = (
+                    s.metadata.namespace.clone().unwrap_or_default(),
+                    s.metadata.name.clone().unwrap_or_default(),
+                );
+                self.ctx.secret_writes.view(&ns, &name, Some(s))
+            })
+            .collect()
+    }
+
+    fn service_accounts_of(&self, credential: &str) -> Vec<Arc<ServiceAccount>> {
+        self.sas_by_ns
+            .values()
+            .flatten()
+            .filter_map(|sa| self.sa_view(sa))
+            .filter(|sa| !service_accounts::owned_by(sa, credential).is_empty())
+            .collect()
+    }
+
+    fn known_conflict(&self, namespace: &str, name: &str) -> Option<Option<String>> {
+        let conflicts = self.ctx.conflicts.lock().expect("conflicts lock");
+        let (at, message) = conflicts.get(&(namespace.to_string(), name.to_string()))?;
+        Some((at.elapsed() < CONFLICT_RECHECK).then(|| message.clone()))
+    }
+}

@@ -1,0 +1,593 @@
+//! The RegistryCredential controller: watches, the mapping of every watched object to the
+//! cluster-scoped RegistryCredential key, and the reconcile pipeline
+//! resolve → plan → apply (with prune) → status.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt, future};
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    core::PartialObjectMeta,
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::{Action, Config},
+        events::{Event, EventType, Recorder, Reporter},
+        finalizer::{self, finalizer},
+        reflector::{self, ObjectRef},
+        watcher,
+    },
+};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use crate::{
+    apply::{Apply, Failure},
+    context::{CONFLICT_RECHECK, Caches, Context, Settings},
+    crd::{CREDENTIAL_LABEL, FINALIZER, MANAGED_BY_LABEL, MANAGER, RegistryCredential},
+    error::Error,
+    http::Health,
+    metrics::Metrics,
+    plan::{self, Desired, Owner},
+    service_accounts,
+    source::{self, ResolvedSource},
+    status::{self, Report},
+    targets::{NamespaceFacts, Selection},
+};
+
+/// Periodic resync of a converged credential: repairs anything a missed event could hide.
+const RESYNC: Duration = Duration::from_secs(600);
+/// Re-check of a configuration error, in addition to the watch on the source.
+const CONFIG_RETRY: Duration = Duration::from_secs(300);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Runs the controller until SIGTERM/SIGINT.
+pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, health: Health) {
+    let credentials = Api::<RegistryCredential>::all(client.clone());
+    let controller = Controller::new(credentials, watcher::Config::default().any_semantic())
+        .with_config(Config::default().concurrency(8));
+    let credential_store = controller.store();
+
+    // Namespaces: metadata only (labels, annotations, deletion), all of them.
+    let (namespaces, ns_writer) = reflector::store();
+    let ns_events = watcher(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .modify(|ns| ns.managed_fields_mut().clear())
+    .reflect(ns_writer)
+    .touched_objects();
+
+    // ServiceAccounts: full objects (imagePullSecrets is not metadata); they are small.
+    let (service_accounts, sa_writer) = reflector::store();
+    let sa_events = watcher(
+        Api::<ServiceAccount>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .modify(|sa| sa.managed_fields_mut().clear())
+    .reflect(sa_writer)
+    .touched_objects();
+
+    // Secrets: only ours, by label. Never every Secret of the cluster.
+    let (secrets, secret_writer) = reflector::store();
+    let managed = watcher::Config::default()
+        .labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"))
+        .any_semantic();
+    let secret_events = watcher(Api::<Secret>::all(client.clone()), managed)
+        .default_backoff()
+        .modify(|s| s.managed_fields_mut().clear())
+        .reflect(secret_writer)
+        .touched_objects();
+
+    // Source Secrets: every Secret of each allowed source namespace.
+    let mut sources = BTreeMap::new();
+    let mut source_streams = Vec::new();
+    for ns in &settings.source_namespaces {
+        let (store, writer) = reflector::store();
+        sources.insert(ns.clone(), store);
+        source_streams.push(
+            watcher(
+                Api::<Secret>::namespaced(client.clone(), ns),
+                watcher::Config::default().any_semantic(),
+            )
+            .default_backoff()
+            .modify(|s| s.managed_fields_mut().clear())
+            .reflect(writer)
+            .touched_objects()
+            .boxed(),
+        );
+    }
+    let source_events = futures::stream::select_all(source_streams);
+
+    let (ready_tx, ready) = tokio::sync::watch::channel(false);
+    let caches = Caches {
+        credentials: credential_store.clone(),
+        namespaces,
+        service_accounts,
+        secrets,
+        sources,
+        ready,
+    };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: MANAGER.into(),
+            instance: None,
+        },
+    );
+    let ctx = Arc::new(Context {
+        client,
+        caches: caches.clone(),
+        recorder,
+        metrics,
+        settings,
+        secret_writes: Default::default(),
+        sa_writes: Default::default(),
+        conflicts: Mutex::default(),
+        failures: Mutex::default(),
+    });
+
+    tokio::spawn({
+        let caches = caches.clone();
+        async move {
+            caches.stores_ready().await;
+            info!("caches synced");
+            let _ = ready_tx.send(true);
+            health.set_ready(true);
+        }
+    });
+
+    let all = {
+        let store = credential_store.clone();
+        move || {
+            store
+                .state()
+                .iter()
+                .map(|rc| ObjectRef::from_obj(rc.as_ref()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let by_service_account = {
+        let store = credential_store.clone();
+        move |sa: ServiceAccount| {
+            let name = sa.name_any();
+            store
+                .state()
+                .iter()
+                .filter(|rc| {
+                    rc.spec
+                        .service_accounts
+                        .iter()
+                        .any(|p| p == "*" || *p == name)
+                        || !service_accounts::owned_by(&sa, &rc.name_any()).is_empty()
+                })
+                .map(|rc| ObjectRef::from_obj(rc.as_ref()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let by_source = {
+        let store = credential_store.clone();
+        move |secret: Secret| {
+            let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+            store
+                .state()
+                .iter()
+                .filter(|rc| {
+                    source::referenced_secrets(&rc.spec.source)
+                        .contains(&(ns.as_str(), name.as_str()))
+                })
+                .map(|rc| ObjectRef::from_obj(rc.as_ref()))
+                .collect::<Vec<_>>()
+        }
+    };
+
+    controller
+        .watches_stream(ns_events, move |_| all())
+        .watches_stream(sa_events, by_service_account)
+        .watches_stream(secret_events, |s: Secret| {
+            s.labels()
+                .get(CREDENTIAL_LABEL)
+                .map(|c| ObjectRef::<RegistryCredential>::new(c))
+        })
+        .watches_stream(source_events, by_source)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| {
+            match result {
+                Ok((obj, _)) => debug!(credential = %obj.name, "reconciled"),
+                Err(e) => debug!(error = %e, "reconcile failed"),
+            }
+            future::ready(())
+        })
+        .await;
+    info!("controller stopped");
+}
+
+async fn reconcile(rc: Arc<RegistryCredential>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.caches.wait_until_ready().await;
+    let started = Instant::now();
+    let name = rc.name_any();
+    let api = Api::<RegistryCredential>::all(ctx.client.clone());
+    let result = finalizer(&api, FINALIZER, rc, |event| async {
+        match event {
+            finalizer::Event::Apply(rc) => sync(&rc, &ctx).await,
+            finalizer::Event::Cleanup(rc) => teardown(&rc, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer {
+            name: name.clone(),
+            message: other.to_string(),
+        },
+    });
+    ctx.metrics
+        .observe_reconcile(result.is_ok(), started.elapsed());
+    if result.is_ok() {
+        ctx.failures.lock().expect("failures lock").remove(&name);
+    }
+    result
+}
+
+fn error_policy(rc: Arc<RegistryCredential>, error: &Error, ctx: Arc<Context>) -> Action {
+    let name = rc.name_any();
+    warn!(credential = %name, reason = error.reason(), error = %error, "reconcile failed");
+    if error.is_configuration() {
+        return Action::requeue(CONFIG_RETRY);
+    }
+    Action::requeue(backoff(&ctx, &name))
+}
+
+/// Per-credential exponential backoff (1 s, 2 s, 4 s, ... up to 5 min), reset on success.
+fn backoff(ctx: &Context, name: &str) -> Duration {
+    let mut failures = ctx.failures.lock().expect("failures lock");
+    let n = failures.entry(name.to_string()).or_insert(0);
+    *n = n.saturating_add(1);
+    Duration::from_secs(1u64 << (*n - 1).min(9)).min(MAX_BACKOFF)
+}
+
+fn owner_of(rc: &RegistryCredential) -> Result<Owner, Error> {
+    Ok(Owner {
+        name: rc.name_any(),
+        uid: rc.uid().ok_or(Error::MissingField("metadata.uid"))?,
+    })
+}
+
+/// Target namespaces from the namespace cache, sorted.
+fn target_namespaces(ctx: &Context, selection: &Selection<'_>) -> Vec<String> {
+    let mut targets: Vec<String> = ctx
+        .caches
+        .namespaces
+        .state()
+        .iter()
+        .filter(|ns| {
+            selection.targets(&NamespaceFacts {
+                name: ns.metadata.name.as_deref().unwrap_or_default(),
+                labels: ns.metadata.labels.as_ref(),
+                annotations: ns.metadata.annotations.as_ref(),
+                terminating: ns.metadata.deletion_timestamp.is_some(),
+            })
+        })
+        .map(|ns| ns.name_any())
+        .collect();
+    targets.sort_unstable();
+    targets
+}
+
+async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
+    let owner = owner_of(rc)?;
+    let secret_name = rc.secret_name();
+    let old = rc.status.as_ref();
+
+    let selection = match Selection::new(&rc.spec) {
+        Ok(s) => s,
+        Err(e) => {
+            let e = Error::from(e);
+            let report = stalled_report(old, &secret_name, e.reason(), e.to_string());
+            write_status(ctx, rc, report).await?;
+            return Ok(Action::requeue(CONFIG_RETRY));
+        }
+    };
+    let targets = target_namespaces(ctx, &selection);
+    let resolved = source::resolve(
+        &rc.spec.source,
+        &ctx.settings.source_namespaces,
+        |ns, name| ctx.caches.source_secret(ns, name),
+    );
+    let resolved: ResolvedSource = match resolved {
+        Ok(r) => r,
+        Err(e) => {
+            // Existing copies stay exactly as they are: no write of any kind.
+            let mut report = stalled_report(old, &secret_name, e.reason(), e.to_string());
+            report.targets = targets.len() as u32;
+            write_status(ctx, rc, report).await?;
+            return Ok(Action::requeue(CONFIG_RETRY));
+        }
+    };
+
+    if rc.spec.suspend {
+        let view = ctx.view();
+        let synced = targets
+            .iter()
+            .filter(|ns| {
+                use plan::View;
+                view.secret(ns, &secret_name)
+                    .is_some_and(|s| plan::in_sync(&s, &owner, &resolved.data))
+            })
+            .count() as u32;
+        let report = Report {
+            ready: false,
+            reason: "Suspended".into(),
+            message: format!(
+                "suspended: no changes are made; {} namespaces targeted, {synced} in sync",
+                targets.len()
+            ),
+            stalled: true,
+            secret_name,
+            targets: targets.len() as u32,
+            synced,
+            patched_service_accounts: old.map(|s| s.patched_service_accounts).unwrap_or_default(),
+            failures: Vec::new(),
+            source_version: None,
+        };
+        write_status(ctx, rc, report).await?;
+        return Ok(Action::await_change());
+    }
+
+    let plan = plan::sync(
+        &Desired {
+            owner: &owner,
+            secret_name: &secret_name,
+            data: &resolved.data,
+            service_accounts: &rc.spec.service_accounts,
+            targets: &targets,
+        },
+        &ctx.view(),
+    );
+    debug!(credential = %owner.name, targets = targets.len(), writes = plan.writes(), "planned");
+    let outcome = Apply {
+        ctx,
+        owner: &owner,
+        secret_name: &secret_name,
+        data: &resolved.data,
+        conflict_policy: rc.spec.conflict_policy,
+    }
+    .run(plan)
+    .await;
+
+    if !outcome.adopted.is_empty() {
+        publish(
+            ctx,
+            rc,
+            EventType::Normal,
+            "Adopted",
+            format!(
+                "took over Secret {secret_name} in namespaces: {}",
+                summarize(&outcome.adopted)
+            ),
+        )
+        .await;
+    }
+
+    let target_count = (targets.len() as u32).saturating_sub(outcome.terminating);
+    let ready = outcome.failures.is_empty() && outcome.synced == target_count;
+    let only_conflicts =
+        !outcome.failures.is_empty() && outcome.failures.iter().all(|f| f.reason == "Conflict");
+    let (reason, message) = if ready {
+        (
+            "Synced".to_string(),
+            format!("{}/{target_count} namespaces in sync", outcome.synced),
+        )
+    } else {
+        let first = outcome.failures.first();
+        let reason = if only_conflicts {
+            "Conflict".to_string()
+        } else {
+            first
+                .map(|f| f.reason.clone())
+                .unwrap_or_else(|| "Progressing".into())
+        };
+        let detail = first
+            .map(|f| format!(": {}", f.message))
+            .unwrap_or_default();
+        (
+            reason,
+            format!(
+                "{}/{target_count} namespaces in sync, {} failing{detail}",
+                outcome.synced,
+                outcome.failures.len()
+            ),
+        )
+    };
+    let report = Report {
+        ready,
+        reason,
+        message,
+        stalled: only_conflicts,
+        secret_name,
+        targets: target_count,
+        synced: outcome.synced,
+        patched_service_accounts: outcome.patched_service_accounts,
+        source_version: ready.then(|| resolved.version.clone()),
+        failures: outcome.failures.clone(),
+    };
+    let mut reasons: BTreeMap<String, u32> = BTreeMap::new();
+    for f in &outcome.failures {
+        *reasons.entry(f.reason.clone()).or_default() += 1;
+    }
+    ctx.metrics.set_counts(
+        &owner.name,
+        target_count,
+        outcome.synced,
+        &reasons.into_iter().collect::<Vec<_>>(),
+    );
+
+    let rotated = ready
+        && old
+            .and_then(|s| s.synced_source_version.as_deref())
+            .is_some_and(|v| v != resolved.version);
+    write_status(ctx, rc, report).await?;
+    if rotated {
+        publish(
+            ctx,
+            rc,
+            EventType::Normal,
+            "Rotated",
+            format!("new source content reached all {target_count} namespaces"),
+        )
+        .await;
+    }
+
+    Ok(if ready {
+        Action::requeue(RESYNC)
+    } else if only_conflicts {
+        Action::requeue(CONFLICT_RECHECK + Duration::from_secs(1))
+    } else {
+        Action::requeue(backoff(ctx, &owner.name))
+    })
+}
+
+/// A report for a configuration problem: the counts stay as last observed.
+fn stalled_report(
+    old: Option<&crate::crd::RegistryCredentialStatus>,
+    secret_name: &str,
+    reason: &str,
+    message: String,
+) -> Report {
+    Report {
+        ready: false,
+        reason: reason.into(),
+        message,
+        stalled: true,
+        secret_name: secret_name.into(),
+        targets: old.map(|s| s.target_namespaces).unwrap_or_default(),
+        synced: old.map(|s| s.synced_namespaces).unwrap_or_default(),
+        patched_service_accounts: old.map(|s| s.patched_service_accounts).unwrap_or_default(),
+        failures: old
+            .map(|s| {
+                s.failures
+                    .iter()
+                    .map(|f| Failure {
+                        namespace: f.namespace.clone(),
+                        reason: f.reason.clone(),
+                        message: f.message.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        source_version: None,
+    }
+}
+
+/// Writes the status if it changed, and emits an Event when the Ready reason changes (or, for a
+/// problem, its message): Events mark transitions, not passes.
+async fn write_status(ctx: &Context, rc: &RegistryCredential, report: Report) -> Result<(), Error> {
+    let old = rc.status.as_ref();
+    let new = status::build(old, rc.metadata.generation, &report);
+    if old == Some(&new) {
+        return Ok(());
+    }
+    let old_ready = old.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+    let transition = match old_ready {
+        None => true,
+        Some(c) => {
+            c.reason != report.reason
+                || (!report.ready && c.message != report.message && report.stalled)
+        }
+    };
+    let name = rc.name_any();
+    let api = Api::<RegistryCredential>::all(ctx.client.clone());
+    api.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": new })),
+    )
+    .await
+    .map_err(|source| Error::Status {
+        name: name.clone(),
+        source,
+    })?;
+    if transition && !(report.reason == "Progressing" && old_ready.is_none()) {
+        let type_ = if report.ready {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
+        publish(ctx, rc, type_, &report.reason, report.message.clone()).await;
+    }
+    Ok(())
+}
+
+async fn publish(
+    ctx: &Context,
+    rc: &RegistryCredential,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(truncate(note, 1000)),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &rc.object_ref(&())).await {
+        warn!(credential = %rc.name_any(), error = %e, "could not publish event");
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+fn summarize(namespaces: &[String]) -> String {
+    let shown: Vec<&str> = namespaces.iter().take(10).map(String::as_str).collect();
+    match namespaces.len() {
+        n if n > shown.len() => format!("{} and {} more", shown.join(", "), n - shown.len()),
+        _ => shown.join(", "),
+    }
+}
+
+async fn teardown(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
+    let owner = owner_of(rc)?;
+    let plan = plan::teardown(&owner, rc.spec.deletion_policy, &ctx.view());
+    let secret_name = rc.secret_name();
+    let failures = Apply {
+        ctx,
+        owner: &owner,
+        secret_name: &secret_name,
+        data: &[],
+        conflict_policy: rc.spec.conflict_policy,
+    }
+    .cleanups(plan.cleanups)
+    .await;
+    if let Some(first) = failures.first() {
+        return Err(Error::Finalizer {
+            name: owner.name.clone(),
+            message: format!(
+                "cleanup failed in {} namespaces; first: {}",
+                failures.len(),
+                first.message
+            ),
+        });
+    }
+    ctx.metrics.forget(&owner.name);
+    info!(credential = %owner.name, policy = ?rc.spec.deletion_policy, "cleaned up");
+    Ok(Action::await_change())
+}

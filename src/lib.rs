@@ -1,0 +1,23 @@
+//! regcred-operator: keeps `kubernetes.io/dockerconfigjson` Secrets and ServiceAccount
+//! `imagePullSecrets` in sync across namespaces from one cluster-scoped `RegistryCredential`.
+//!
+//! A reconcile is a pipeline: [`source`] and [`targets`] resolve what is wanted from the caches,
+//! [`plan`] decides the writes (pure), [`apply`] carries them out and prunes, [`status`] reports.
+
+pub mod apply;
+pub mod context;
+pub mod controller;
+pub mod crd;
+pub mod dockerconfig;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod overlay;
+pub mod plan;
+pub mod probe;
+pub mod registry;
+pub mod service_accounts;
+pub mod source;
+pub mod status;
+pub mod targets;
+pub mod telemetry;

@@ -1,0 +1,114 @@
+use std::{net::SocketAddr, process::ExitCode, sync::Arc};
+
+use clap::{Parser, Subcommand};
+use regcred_operator::{
+    context::Settings,
+    controller, crd,
+    http::{self, Health},
+    metrics::Metrics,
+    probe,
+    telemetry::{self, LogFormat},
+};
+use tracing::{error, info};
+
+/// Keeps registry pull secrets in sync across namespaces and ServiceAccounts.
+#[derive(Parser)]
+#[command(name = "regcred-operator", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller (kubeconfig: in-cluster, then KUBECONFIG / ~/.kube/config).
+    Run(RunArgs),
+    /// Print the RegistryCredential CRD as YAML.
+    Crd,
+    /// Print the version.
+    Version,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The operator's own namespace.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "regcred-system")]
+    namespace: String,
+    /// Namespaces that source Secrets may be read from (comma-separated); default: --namespace.
+    #[arg(long, env = "REGCRED_SOURCE_NAMESPACES", value_delimiter = ',')]
+    source_namespaces: Vec<String>,
+    /// Address of the Prometheus /metrics endpoint.
+    #[arg(long, env = "REGCRED_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Address of the /healthz and /readyz endpoints.
+    #[arg(long, env = "REGCRED_HEALTH_ADDR", default_value = "0.0.0.0:8081")]
+    health_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "REGCRED_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Namespaces written concurrently within one reconcile.
+    #[arg(long, env = "REGCRED_WRITE_CONCURRENCY", default_value_t = 32)]
+    write_concurrency: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => {
+            print!("{}", crd::crd_yaml());
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
+            println!("regcred-operator {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Run(args) => {
+            telemetry::init(args.log_format);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match runtime.block_on(run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => {
+                    error!("{message}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> Result<(), String> {
+    let source_namespaces = if args.source_namespaces.is_empty() {
+        vec![args.namespace.clone()]
+    } else {
+        args.source_namespaces
+    };
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("cannot load a Kubernetes client configuration (in-cluster, KUBECONFIG or ~/.kube/config): {e}"))?;
+    probe::check(&client, &source_namespaces)
+        .await
+        .map_err(|e| e.to_string())?;
+
+    let metrics = Arc::new(Metrics::default());
+    let health = Health::default();
+    let (metrics_addr, metrics_server) = http::metrics_server(args.metrics_addr, metrics.clone())
+        .await
+        .map_err(|e| format!("cannot listen on --metrics-addr {}: {e}", args.metrics_addr))?;
+    let (health_addr, health_server) = http::health_server(args.health_addr, health.clone())
+        .await
+        .map_err(|e| format!("cannot listen on --health-addr {}: {e}", args.health_addr))?;
+    tokio::spawn(metrics_server);
+    tokio::spawn(health_server);
+    info!(%metrics_addr, %health_addr, source_namespaces = ?source_namespaces, "starting");
+
+    let settings = Settings {
+        namespace: args.namespace,
+        source_namespaces,
+        write_concurrency: args.write_concurrency,
+    };
+    controller::run(client, settings, metrics, health).await;
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! Prometheus metrics. Labels are credential names and stable reasons, never values.
+
+use std::{collections::HashMap, sync::Mutex, time::Duration};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CredentialLabels {
+    pub credential: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    pub credential: String,
+    pub reason: String,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub reconciles: Family<ResultLabels, Counter>,
+    pub reconcile_duration: Histogram,
+    pub targeted: Family<CredentialLabels, Gauge>,
+    pub synced: Family<CredentialLabels, Gauge>,
+    pub failures: Family<FailureLabels, Gauge>,
+    /// Failure reasons currently exported per credential, so that resolved ones are removed.
+    failure_reasons: Mutex<HashMap<String, Vec<String>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("regcred");
+        let reconciles = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "reconciles",
+            "Reconciles of RegistryCredentials by result",
+            reconciles.clone(),
+        );
+        let reconcile_duration =
+            Histogram::new([0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]);
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of a RegistryCredential reconcile",
+            reconcile_duration.clone(),
+        );
+        let targeted = Family::<CredentialLabels, Gauge>::default();
+        registry.register(
+            "namespaces_targeted",
+            "Namespaces a RegistryCredential targets",
+            targeted.clone(),
+        );
+        let synced = Family::<CredentialLabels, Gauge>::default();
+        registry.register(
+            "namespaces_synced",
+            "Target namespaces in sync",
+            synced.clone(),
+        );
+        let failures = Family::<FailureLabels, Gauge>::default();
+        registry.register(
+            "namespace_failures",
+            "Target namespaces failing, by reason",
+            failures.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            reconcile_duration,
+            targeted,
+            synced,
+            failures,
+            failure_reasons: Mutex::default(),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn observe_reconcile(&self, ok: bool, took: Duration) {
+        let result = if ok { "success" } else { "error" };
+        self.reconciles
+            .get_or_create(&ResultLabels { result })
+            .inc();
+        self.reconcile_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn set_counts(
+        &self,
+        credential: &str,
+        targeted: u32,
+        synced: u32,
+        failures: &[(String, u32)],
+    ) {
+        let labels = CredentialLabels {
+            credential: credential.into(),
+        };
+        self.targeted.get_or_create(&labels).set(targeted.into());
+        self.synced.get_or_create(&labels).set(synced.into());
+        self.clear_failures(credential);
+        let mut reasons = self.failure_reasons.lock().expect("metrics lock");
+        reasons.insert(
+            credential.into(),
+            failures.iter().map(|(r, _)| r.clone()).collect(),
+        );
+        for (reason, n) in failures {
+            self.failures
+                .get_or_create(&FailureLabels {
+                    credential: credential.into(),
+                    reason: reason.clone(),
+                })
+                .set((*n).into());
+        }
+    }
+
+    /// Drops the series of a deleted credential.
+    pub fn forget(&self, credential: &str) {
+        let labels = CredentialLabels {
+            credential: credential.into(),
+        };
+        self.targeted.remove(&labels);
+        self.synced.remove(&labels);
+        self.clear_failures(credential);
+    }
+
+    fn clear_failures(&self, credential: &str) {
+        let old = self
+            .failure_reasons
+            .lock()
+            .expect("metrics lock")
+            .remove(credential);
+        for reason in old.into_iter().flatten() {
+            self.failures.remove(&FailureLabels {
+                credential: credential.into(),
+                reason,
+            });
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
+        out
+    }
+}

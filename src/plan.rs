@@ -1,0 +1,697 @@
+//! The pure middle of a reconcile: from what the caches show, decide which Secrets to create,
+//! update or delete and which ServiceAccounts to edit. No client here; every rule is unit-tested.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use k8s_openapi::{
+    ByteString,
+    api::core::v1::{Secret, ServiceAccount},
+    apimachinery::pkg::apis::meta::v1::OwnerReference,
+};
+use kube::api::ObjectMeta;
+
+use crate::{
+    crd::{CREDENTIAL_LABEL, DeletionPolicy, MANAGED_BY_LABEL, MANAGER},
+    service_accounts::{self, SaEdit, Want},
+    source::{DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE},
+};
+
+/// What the plan reads: the watch caches with our own recent writes laid over them.
+pub trait View {
+    /// A Secret we may manage, by namespace and name (only labelled Secrets are cached).
+    fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>>;
+    /// The ServiceAccounts of a namespace.
+    fn service_accounts(&self, namespace: &str) -> Vec<Arc<ServiceAccount>>;
+    /// Every Secret labelled as belonging to `credential`, in any namespace.
+    fn secrets_of(&self, credential: &str) -> Vec<Arc<Secret>>;
+    /// Every ServiceAccount whose annotation records an entry added for `credential`.
+    fn service_accounts_of(&self, credential: &str) -> Vec<Arc<ServiceAccount>>;
+    /// A same-name Secret we do not manage found here before, so that we do not try to create over
+    /// it on every pass: `Some(Some(message))` while the finding is fresh, `Some(None)` once it is
+    /// old enough to be read again.
+    fn known_conflict(&self, namespace: &str, name: &str) -> Option<Option<String>>;
+}
+
+/// Identity of the credential being reconciled.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    pub name: String,
+    pub uid: String,
+}
+
+impl Owner {
+    pub fn reference(&self) -> OwnerReference {
+        OwnerReference {
+            api_version: "regcred.dev/v1alpha1".into(),
+            kind: "RegistryCredential".into(),
+            name: self.name.clone(),
+            uid: self.uid.clone(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        }
+    }
+}
+
+/// Who an existing Secret belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ownership {
+    Ours,
+    /// Managed by this operator for another RegistryCredential.
+    OtherCredential(String),
+    /// Not managed by this operator.
+    Foreign,
+}
+
+pub fn ownership(secret: &Secret, owner: &Owner) -> Ownership {
+    let labels = secret.metadata.labels.as_ref();
+    let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
+    let owned_by_uid = secret
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.uid == owner.uid);
+    match (label(MANAGED_BY_LABEL), label(CREDENTIAL_LABEL)) {
+        (Some(MANAGER), Some(c)) if c == owner.name => Ownership::Ours,
+        _ if owned_by_uid => Ownership::Ours,
+        (Some(MANAGER), Some(c)) => Ownership::OtherCredential(c.to_string()),
+        _ => Ownership::Foreign,
+    }
+}
+
+/// The Secret this operator writes into a target namespace.
+pub fn desired_secret(owner: &Owner, namespace: &str, name: &str, data: &[u8]) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            labels: Some(BTreeMap::from([
+                (MANAGED_BY_LABEL.to_string(), MANAGER.to_string()),
+                (CREDENTIAL_LABEL.to_string(), owner.name.clone()),
+            ])),
+            owner_references: Some(vec![owner.reference()]),
+            ..Default::default()
+        },
+        type_: Some(DOCKER_CONFIG_JSON_TYPE.into()),
+        data: Some(BTreeMap::from([(
+            DOCKER_CONFIG_JSON_KEY.to_string(),
+            ByteString(data.to_vec()),
+        )])),
+        ..Default::default()
+    }
+}
+
+/// Whether a Secret of ours already carries everything we write. Fields others added (extra
+/// labels, annotations, keys) are theirs and are left alone.
+pub fn in_sync(secret: &Secret, owner: &Owner, data: &[u8]) -> bool {
+    let labels = secret.metadata.labels.as_ref();
+    secret.type_.as_deref() == Some(DOCKER_CONFIG_JSON_TYPE)
+        && secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(DOCKER_CONFIG_JSON_KEY))
+            .map(|b| b.0.as_slice())
+            == Some(data)
+        && labels
+            .and_then(|l| l.get(MANAGED_BY_LABEL))
+            .map(String::as_str)
+            == Some(MANAGER)
+        && labels.and_then(|l| l.get(CREDENTIAL_LABEL)) == Some(&owner.name)
+        && secret
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|r| r.uid == owner.uid)
+}
+
+/// The step for the Secret of one target namespace.
+#[derive(Debug, Clone)]
+pub enum SecretStep {
+    InSync,
+    /// Not in the cache: create it (a same-name Secret we do not manage answers 409).
+    Create,
+    /// Ours but different: apply our fields, with the uid as precondition.
+    Update {
+        uid: String,
+    },
+    /// A foreign Secret was seen here a while ago, or one is cached that is not ours: read it
+    /// before deciding.
+    Recheck,
+    /// Not ours (another RegistryCredential's, or foreign and recently checked): never touched.
+    Conflict {
+        message: String,
+    },
+}
+
+/// One ServiceAccount write: the account as read, what we want on it, and the edit that gets
+/// there. `want` lets a write that lost a race recompute the edit on a fresh read.
+#[derive(Debug, Clone)]
+pub struct SaChange {
+    pub service_account: Arc<ServiceAccount>,
+    pub want: Want,
+    pub edit: SaEdit,
+}
+
+/// Work in one target namespace: the Secret first, then (only if that succeeded) the
+/// ServiceAccount edits.
+#[derive(Debug, Clone)]
+pub struct TargetPlan {
+    pub namespace: String,
+    pub secret: SecretStep,
+    pub edits: Vec<SaChange>,
+    /// Selected ServiceAccounts that exist, and how many already list the Secret.
+    pub selected_service_accounts: u32,
+    pub listing_service_accounts: u32,
+}
+
+/// Removal work in a namespace that is no longer (or no longer fully) ours: ServiceAccount edits
+/// first, then the Secret deletions, so that no ServiceAccount points at a Secret we deleted.
+#[derive(Debug, Clone, Default)]
+pub struct CleanupPlan {
+    pub namespace: String,
+    pub edits: Vec<SaChange>,
+    pub delete: Vec<Arc<Secret>>,
+    /// With `Orphan`: Secrets whose labels and ownerReference are to be removed.
+    pub release: Vec<Arc<Secret>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub targets: Vec<TargetPlan>,
+    pub cleanups: Vec<CleanupPlan>,
+}
+
+impl Plan {
+    /// Number of write requests the plan needs at least.
+    pub fn writes(&self) -> usize {
+        self.targets
+            .iter()
+            .map(|t| {
+                usize::from(matches!(
+                    t.secret,
+                    SecretStep::Create | SecretStep::Update { .. }
+                )) + t.edits.len()
+            })
+            .sum::<usize>()
+            + self
+                .cleanups
+                .iter()
+                .map(|c| c.edits.len() + c.delete.len() + c.release.len())
+                .sum::<usize>()
+    }
+}
+
+/// What one credential wants.
+pub struct Desired<'a> {
+    pub owner: &'a Owner,
+    pub secret_name: &'a str,
+    pub data: &'a [u8],
+    pub service_accounts: &'a [String],
+    /// Target namespace names, sorted.
+    pub targets: &'a [String],
+}
+
+fn selected(patterns: &[String], sa: &ServiceAccount) -> bool {
+    let name = sa.metadata.name.as_deref().unwrap_or_default();
+    patterns.iter().any(|p| p == "*" || p == name)
+}
+
+pub fn held_by_other(namespace: &str, name: &str, credential: &str) -> String {
+    format!("Secret {namespace}/{name} is managed by RegistryCredential {credential}")
+}
+
+fn push_change(changes: &mut Vec<SaChange>, sa: Arc<ServiceAccount>, want: Want, credential: &str) {
+    if let Some(edit) = service_accounts::edit(&sa, credential, &want) {
+        changes.push(SaChange {
+            service_account: sa,
+            want,
+            edit,
+        });
+    }
+}
+
+/// Plans a sync pass: every target brought to the desired state, everything of ours outside it
+/// removed.
+pub fn sync(desired: &Desired<'_>, view: &impl View) -> Plan {
+    let owner = desired.owner;
+    let mut plan = Plan::default();
+    for ns in desired.targets {
+        let existing = view.secret(ns, desired.secret_name);
+        let secret = match existing.as_deref().map(|s| (s, ownership(s, owner))) {
+            None => match view.known_conflict(ns, desired.secret_name) {
+                Some(Some(message)) => SecretStep::Conflict { message },
+                Some(None) => SecretStep::Recheck,
+                None => SecretStep::Create,
+            },
+            Some((s, Ownership::Ours)) if in_sync(s, owner, desired.data) => SecretStep::InSync,
+            Some((s, Ownership::Ours)) => SecretStep::Update {
+                uid: s.metadata.uid.clone().unwrap_or_default(),
+            },
+            Some((_, Ownership::OtherCredential(c))) => SecretStep::Conflict {
+                message: held_by_other(ns, desired.secret_name, &c),
+            },
+            // Only labelled Secrets are cached, so this is one labelled as ours by someone else's
+            // hand without our ownerReference: treat like any foreign Secret.
+            Some((_, Ownership::Foreign)) => SecretStep::Recheck,
+        };
+        let mut target = TargetPlan {
+            namespace: ns.clone(),
+            secret,
+            edits: Vec::new(),
+            selected_service_accounts: 0,
+            listing_service_accounts: 0,
+        };
+        if !matches!(target.secret, SecretStep::Conflict { .. }) {
+            for sa in view.service_accounts(ns) {
+                let want = if selected(desired.service_accounts, &sa) {
+                    target.selected_service_accounts += 1;
+                    if service_accounts::lists(&sa, desired.secret_name) {
+                        target.listing_service_accounts += 1;
+                    }
+                    Want::Listed(desired.secret_name.to_string())
+                } else {
+                    Want::Removed
+                };
+                push_change(&mut target.edits, sa, want, &owner.name);
+            }
+        }
+        plan.targets.push(target);
+    }
+
+    // Ours outside the desired state: Secrets in namespaces no longer targeted or under an old
+    // name, and ServiceAccount entries outside target namespaces.
+    let is_target = |ns: &str| {
+        desired
+            .targets
+            .binary_search_by(|t| t.as_str().cmp(ns))
+            .is_ok()
+    };
+    let mut cleanups: BTreeMap<String, CleanupPlan> = BTreeMap::new();
+    for secret in view.secrets_of(&owner.name) {
+        let ns = secret.metadata.namespace.clone().unwrap_or_default();
+        let stale_name = secret.metadata.name.as_deref() != Some(desired.secret_name);
+        if (stale_name || !is_target(&ns)) && ownership(&secret, owner) == Ownership::Ours {
+            cleanups.entry(ns.clone()).or_default().delete.push(secret);
+        }
+    }
+    for sa in view.service_accounts_of(&owner.name) {
+        let ns = sa.metadata.namespace.clone().unwrap_or_default();
+        if is_target(&ns) {
+            continue; // handled above, with the target's own edits
+        }
+        push_change(
+            &mut cleanups.entry(ns).or_default().edits,
+            sa,
+            Want::Removed,
+            &owner.name,
+        );
+    }
+    plan.cleanups = cleanups
+        .into_iter()
+        .map(|(namespace, c)| CleanupPlan { namespace, ..c })
+        .collect();
+    plan
+}
+
+/// Plans the cleanup when the credential is deleted.
+pub fn teardown(owner: &Owner, policy: DeletionPolicy, view: &impl View) -> Plan {
+    let want = match policy {
+        DeletionPolicy::Delete => Want::Removed,
+        DeletionPolicy::Orphan => Want::Released,
+    };
+    let mut cleanups: BTreeMap<String, CleanupPlan> = BTreeMap::new();
+    for sa in view.service_accounts_of(&owner.name) {
+        let ns = sa.metadata.namespace.clone().unwrap_or_default();
+        push_change(
+            &mut cleanups.entry(ns).or_default().edits,
+            sa,
+            want.clone(),
+            &owner.name,
+        );
+    }
+    for secret in view.secrets_of(&owner.name) {
+        if ownership(&secret, owner) != Ownership::Ours {
+            continue;
+        }
+        let entry = cleanups
+            .entry(secret.metadata.namespace.clone().unwrap_or_default())
+            .or_default();
+        match policy {
+            DeletionPolicy::Delete => entry.delete.push(secret),
+            DeletionPolicy::Orphan => entry.release.push(secret),
+        }
+    }
+    Plan {
+        targets: Vec::new(),
+        cleanups: cleanups
+            .into_iter()
+            .map(|(namespace, c)| CleanupPlan { namespace, ..c })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::PULL_SECRETS_ANNOTATION;
+    use k8s_openapi::api::core::v1::LocalObjectReference;
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    struct FakeView {
+        secrets: Vec<Arc<Secret>>,
+        sas: Vec<Arc<ServiceAccount>>,
+        conflicts: HashMap<(String, String), Option<String>>,
+    }
+
+    fn ns_of<K: kube::Resource>(o: &K) -> &str {
+        o.meta().namespace.as_deref().unwrap_or_default()
+    }
+
+    impl View for FakeView {
+        fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+            self.secrets
+                .iter()
+                .find(|s| {
+                    ns_of(s.as_ref()) == namespace && s.metadata.name.as_deref() == Some(name)
+                })
+                .cloned()
+        }
+        fn service_accounts(&self, namespace: &str) -> Vec<Arc<ServiceAccount>> {
+            self.sas
+                .iter()
+                .filter(|s| ns_of(s.as_ref()) == namespace)
+                .cloned()
+                .collect()
+        }
+        fn secrets_of(&self, credential: &str) -> Vec<Arc<Secret>> {
+            self.secrets
+                .iter()
+                .filter(|s| {
+                    s.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(CREDENTIAL_LABEL))
+                        .map(String::as_str)
+                        == Some(credential)
+                })
+                .cloned()
+                .collect()
+        }
+        fn service_accounts_of(&self, credential: &str) -> Vec<Arc<ServiceAccount>> {
+            self.sas
+                .iter()
+                .filter(|s| !service_accounts::owned_by(s, credential).is_empty())
+                .cloned()
+                .collect()
+        }
+        fn known_conflict(&self, namespace: &str, name: &str) -> Option<Option<String>> {
+            self.conflicts
+                .get(&(namespace.to_string(), name.to_string()))
+                .cloned()
+        }
+    }
+
+    fn owner() -> Owner {
+        Owner {
+            name: "acme".into(),
+            uid: "uid-1".into(),
+        }
+    }
+
+    fn ours(ns: &str, name: &str, data: &[u8]) -> Arc<Secret> {
+        let mut s = desired_secret(&owner(), ns, name, data);
+        s.metadata.uid = Some(format!("{ns}-{name}-uid"));
+        Arc::new(s)
+    }
+
+    fn sa(ns: &str, name: &str, entries: &[&str], annotation: Option<&str>) -> Arc<ServiceAccount> {
+        Arc::new(ServiceAccount {
+            metadata: ObjectMeta {
+                namespace: Some(ns.into()),
+                name: Some(name.into()),
+                resource_version: Some("1".into()),
+                annotations: annotation
+                    .map(|a| [(PULL_SECRETS_ANNOTATION.to_string(), a.to_string())].into()),
+                ..Default::default()
+            },
+            image_pull_secrets: Some(
+                entries
+                    .iter()
+                    .map(|n| LocalObjectReference {
+                        name: n.to_string(),
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        })
+    }
+
+    fn desired<'a>(targets: &'a [String], sas: &'a [String]) -> Desired<'a> {
+        // Leak the owner for brevity in tests.
+        let owner: &'static Owner = Box::leak(Box::new(owner()));
+        Desired {
+            owner,
+            secret_name: "acme-pull",
+            data: b"{\"auths\":{}}",
+            service_accounts: sas,
+            targets,
+        }
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn new_namespace_gets_create_and_default_sa_edit() {
+        let view = FakeView {
+            sas: vec![sa("a", "default", &[], None), sa("a", "builder", &[], None)],
+            ..Default::default()
+        };
+        let (targets, sas) = (strings(&["a"]), strings(&["default"]));
+        let plan = sync(&desired(&targets, &sas), &view);
+        assert!(matches!(plan.targets[0].secret, SecretStep::Create));
+        assert_eq!(
+            plan.targets[0].edits.len(),
+            1,
+            "only the selected SA is edited"
+        );
+        assert_eq!(
+            plan.targets[0].edits[0]
+                .service_account
+                .metadata
+                .name
+                .as_deref(),
+            Some("default")
+        );
+        assert_eq!(plan.writes(), 2);
+    }
+
+    #[test]
+    fn converged_state_plans_no_writes() {
+        let data = b"{\"auths\":{}}";
+        let view = FakeView {
+            secrets: vec![ours("a", "acme-pull", data)],
+            sas: vec![sa(
+                "a",
+                "default",
+                &["x", "acme-pull"],
+                Some("acme/acme-pull"),
+            )],
+            ..Default::default()
+        };
+        let (targets, sas) = (strings(&["a"]), strings(&["default"]));
+        let plan = sync(&desired(&targets, &sas), &view);
+        assert!(matches!(plan.targets[0].secret, SecretStep::InSync));
+        assert_eq!(plan.writes(), 0);
+        assert_eq!(plan.targets[0].listing_service_accounts, 1);
+    }
+
+    #[test]
+    fn changed_content_is_an_update_with_uid_precondition() {
+        let view = FakeView {
+            secrets: vec![ours("a", "acme-pull", b"old")],
+            ..Default::default()
+        };
+        let (targets, sas) = (strings(&["a"]), strings(&[]));
+        let plan = sync(&desired(&targets, &sas), &view);
+        assert!(
+            matches!(&plan.targets[0].secret, SecretStep::Update { uid } if uid == "a-acme-pull-uid")
+        );
+    }
+
+    #[test]
+    fn secret_of_another_credential_is_never_touched() {
+        let mut other = desired_secret(
+            &Owner {
+                name: "other".into(),
+                uid: "uid-2".into(),
+            },
+            "a",
+            "acme-pull",
+            b"x",
+        );
+        other.metadata.uid = Some("u".into());
+        let view = FakeView {
+            secrets: vec![Arc::new(other)],
+            sas: vec![sa("a", "default", &[], None)],
+            ..Default::default()
+        };
+        let (targets, sas) = (strings(&["a"]), strings(&["default"]));
+        let plan = sync(&desired(&targets, &sas), &view);
+        assert!(
+            matches!(&plan.targets[0].secret, SecretStep::Conflict { message } if message.ends_with("RegistryCredential other"))
+        );
+        assert_eq!(plan.writes(), 0, "no SA edit either");
+    }
+
+    #[test]
+    fn known_conflict_is_reported_then_rechecked_never_recreated() {
+        let key = ("a".to_string(), "acme-pull".to_string());
+        let (targets, sas) = (strings(&["a"]), strings(&[]));
+        let fresh = FakeView {
+            conflicts: [(key.clone(), Some("taken".into()))].into(),
+            ..Default::default()
+        };
+        assert!(
+            matches!(&sync(&desired(&targets, &sas), &fresh).targets[0].secret, SecretStep::Conflict { message } if message == "taken")
+        );
+        let stale = FakeView {
+            conflicts: [(key, None)].into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            sync(&desired(&targets, &sas), &stale).targets[0].secret,
+            SecretStep::Recheck
+        ));
+    }
+
+    #[test]
+    fn wildcard_and_empty_service_account_lists() {
+        let view = FakeView {
+            sas: vec![sa("a", "default", &[], None), sa("a", "builder", &[], None)],
+            ..Default::default()
+        };
+        let targets = strings(&["a"]);
+        let all = strings(&["*"]);
+        assert_eq!(
+            sync(&desired(&targets, &all), &view).targets[0].edits.len(),
+            2
+        );
+        let none = strings(&[]);
+        assert_eq!(
+            sync(&desired(&targets, &none), &view).targets[0]
+                .edits
+                .len(),
+            0
+        );
+    }
+
+    #[test]
+    fn deselected_service_account_loses_our_entry() {
+        let view = FakeView {
+            secrets: vec![ours("a", "acme-pull", b"{\"auths\":{}}")],
+            sas: vec![sa(
+                "a",
+                "builder",
+                &["x", "acme-pull"],
+                Some("acme/acme-pull"),
+            )],
+            ..Default::default()
+        };
+        let (targets, sas) = (strings(&["a"]), strings(&["default"]));
+        let plan = sync(&desired(&targets, &sas), &view);
+        let names: Vec<_> = plan.targets[0].edits[0]
+            .edit
+            .image_pull_secrets
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
+        assert_eq!(names, ["x"]);
+    }
+
+    #[test]
+    fn namespace_no_longer_targeted_is_cleaned_sa_first() {
+        let view = FakeView {
+            secrets: vec![ours("gone", "acme-pull", b"d")],
+            sas: vec![sa(
+                "gone",
+                "default",
+                &["keep", "acme-pull"],
+                Some("acme/acme-pull"),
+            )],
+            ..Default::default()
+        };
+        let (targets, sas) = (strings(&["a"]), strings(&["default"]));
+        let plan = sync(&desired(&targets, &sas), &view);
+        assert_eq!(plan.cleanups.len(), 1);
+        let c = &plan.cleanups[0];
+        assert_eq!(c.namespace, "gone");
+        assert_eq!(c.delete.len(), 1);
+        let names: Vec<_> = c.edits[0]
+            .edit
+            .image_pull_secrets
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
+        assert_eq!(names, ["keep"]);
+    }
+
+    #[test]
+    fn renamed_secret_deletes_the_old_one_in_a_target() {
+        let view = FakeView {
+            secrets: vec![ours("a", "old-pull", b"d")],
+            ..Default::default()
+        };
+        let (targets, sas) = (strings(&["a"]), strings(&[]));
+        let plan = sync(&desired(&targets, &sas), &view);
+        assert!(matches!(plan.targets[0].secret, SecretStep::Create));
+        assert_eq!(
+            plan.cleanups[0].delete[0].metadata.name.as_deref(),
+            Some("old-pull")
+        );
+    }
+
+    #[test]
+    fn teardown_delete_and_orphan() {
+        let view = FakeView {
+            secrets: vec![ours("a", "acme-pull", b"d")],
+            sas: vec![sa(
+                "a",
+                "default",
+                &["x", "acme-pull"],
+                Some("acme/acme-pull"),
+            )],
+            ..Default::default()
+        };
+        let del = teardown(&owner(), DeletionPolicy::Delete, &view);
+        assert_eq!(del.cleanups[0].delete.len(), 1);
+        assert_eq!(del.cleanups[0].edits[0].edit.image_pull_secrets.len(), 1);
+        let orphan = teardown(&owner(), DeletionPolicy::Orphan, &view);
+        assert!(orphan.cleanups[0].delete.is_empty());
+        assert_eq!(orphan.cleanups[0].release.len(), 1);
+        assert_eq!(
+            orphan.cleanups[0].edits[0].edit.image_pull_secrets.len(),
+            2,
+            "entries stay"
+        );
+        assert_eq!(orphan.cleanups[0].edits[0].edit.annotation, None);
+    }
+
+    #[test]
+    fn ownership_rules() {
+        let o = owner();
+        assert_eq!(ownership(&ours("a", "s", b""), &o), Ownership::Ours);
+        let mut relabelled = (*ours("a", "s", b"")).clone();
+        relabelled.metadata.labels = None;
+        assert_eq!(
+            ownership(&relabelled, &o),
+            Ownership::Ours,
+            "our ownerReference is enough"
+        );
+        relabelled.metadata.owner_references = None;
+        assert_eq!(ownership(&relabelled, &o), Ownership::Foreign);
+    }
+}

@@ -1,0 +1,212 @@
+//! Status of a RegistryCredential: kstatus-compatible conditions, counts and failures.
+//!
+//! Built to be stable: the same situation yields an equal status, `lastTransitionTime` moves only
+//! when a condition's status flips, and nothing in it changes on every pass, so a status write
+//! (which triggers a watch event) happens only when something really changed.
+
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    jiff::Timestamp,
+};
+
+use crate::{
+    apply::Failure,
+    crd::{NamespaceFailure, RegistryCredentialStatus},
+};
+
+/// At most this many failures are listed in status.
+pub const MAX_FAILURES: usize = 10;
+
+/// The outcome of a reconcile, before it becomes a status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub ready: bool,
+    /// PascalCase reason of the Ready condition.
+    pub reason: String,
+    pub message: String,
+    /// Waiting for a human (bad source, conflicts) rather than for the operator to finish.
+    pub stalled: bool,
+    pub secret_name: String,
+    pub targets: u32,
+    pub synced: u32,
+    pub patched_service_accounts: u32,
+    pub failures: Vec<Failure>,
+    /// Version of the source now in every copy; `None` keeps the previous value.
+    pub source_version: Option<String>,
+}
+
+fn condition(
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    old: &[Condition],
+    now: &Time,
+) -> Condition {
+    let status = if status { "True" } else { "False" }.to_string();
+    let last_transition_time = old
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
+    Condition {
+        type_: type_.into(),
+        status,
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// The status for `report`, given the status currently stored.
+pub fn build(
+    old: Option<&RegistryCredentialStatus>,
+    generation: Option<i64>,
+    report: &Report,
+) -> RegistryCredentialStatus {
+    let now = Time(Timestamp::now());
+    let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let mut conditions = vec![condition(
+        "Ready",
+        report.ready,
+        &report.reason,
+        &report.message,
+        generation,
+        old_conditions,
+        &now,
+    )];
+    // kstatus: abnormal-true conditions are present only while they hold.
+    if !report.ready {
+        let (type_, reason) = if report.stalled {
+            ("Stalled", report.reason.as_str())
+        } else {
+            ("Reconciling", "Progressing")
+        };
+        conditions.push(condition(
+            type_,
+            true,
+            reason,
+            &report.message,
+            generation,
+            old_conditions,
+            &now,
+        ));
+    }
+    let mut failures: Vec<NamespaceFailure> = report
+        .failures
+        .iter()
+        .map(|f| NamespaceFailure {
+            namespace: f.namespace.clone(),
+            reason: f.reason.clone(),
+            message: f.message.clone(),
+        })
+        .collect();
+    // Stable order, so that the same failures do not make a new status each pass.
+    failures.sort_by(|a, b| (&a.reason, &a.namespace).cmp(&(&b.reason, &b.namespace)));
+    failures.truncate(MAX_FAILURES);
+    RegistryCredentialStatus {
+        observed_generation: generation,
+        conditions,
+        secret_name: Some(report.secret_name.clone()),
+        target_namespaces: report.targets,
+        synced_namespaces: report.synced,
+        patched_service_accounts: report.patched_service_accounts,
+        synced: Some(format!("{}/{}", report.synced, report.targets)),
+        synced_source_version: report
+            .source_version
+            .clone()
+            .or_else(|| old.and_then(|s| s.synced_source_version.clone())),
+        failures,
+    }
+}
+
+/// The Ready reason stored in a status, if any.
+pub fn ready_reason(status: Option<&RegistryCredentialStatus>) -> Option<&str> {
+    status?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.reason.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(ready: bool, reason: &str, synced: u32) -> Report {
+        Report {
+            ready,
+            reason: reason.into(),
+            message: format!("{synced}/3 namespaces in sync"),
+            stalled: false,
+            secret_name: "acme-pull".into(),
+            targets: 3,
+            synced,
+            patched_service_accounts: synced,
+            failures: vec![],
+            source_version: Some("42".into()),
+        }
+    }
+
+    #[test]
+    fn same_report_builds_an_equal_status() {
+        let first = build(None, Some(1), &report(true, "Synced", 3));
+        let second = build(Some(&first), Some(1), &report(true, "Synced", 3));
+        assert_eq!(first, second);
+        assert_eq!(first.synced.as_deref(), Some("3/3"));
+        assert_eq!(
+            first.conditions.len(),
+            1,
+            "no Reconciling/Stalled when ready"
+        );
+    }
+
+    #[test]
+    fn transition_time_moves_only_on_flip() {
+        let mut old = build(None, Some(1), &report(false, "Progressing", 1));
+        let long_ago = Time("2020-01-01T00:00:00Z".parse().unwrap());
+        old.conditions[0].last_transition_time = long_ago.clone();
+        let still = build(Some(&old), Some(1), &report(false, "Progressing", 2));
+        assert_eq!(
+            still.conditions[0].last_transition_time, long_ago,
+            "message change is no transition"
+        );
+        assert_eq!(still.conditions[1].type_, "Reconciling");
+        let flipped = build(Some(&old), Some(1), &report(true, "Synced", 3));
+        assert_ne!(flipped.conditions[0].last_transition_time, long_ago);
+    }
+
+    #[test]
+    fn stalled_and_failures_are_capped_and_sorted() {
+        let mut r = report(false, "Conflict", 0);
+        r.stalled = true;
+        r.failures = (0..15)
+            .rev()
+            .map(|i| Failure {
+                namespace: format!("ns-{i:02}"),
+                reason: "Conflict".into(),
+                message: "m".into(),
+            })
+            .collect();
+        let s = build(None, Some(2), &r);
+        assert_eq!(s.conditions[1].type_, "Stalled");
+        assert_eq!(s.failures.len(), MAX_FAILURES);
+        assert_eq!(s.failures[0].namespace, "ns-00");
+        assert_eq!(s.conditions[0].observed_generation, Some(2));
+    }
+
+    #[test]
+    fn source_version_is_kept_when_not_reported() {
+        let first = build(None, Some(1), &report(true, "Synced", 3));
+        let mut r = report(false, "InvalidSource", 3);
+        r.source_version = None;
+        assert_eq!(
+            build(Some(&first), Some(1), &r)
+                .synced_source_version
+                .as_deref(),
+            Some("42")
+        );
+    }
+}

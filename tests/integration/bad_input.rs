@@ -1,0 +1,213 @@
+//! Bad input: a clear condition and Event, existing copies untouched, no hot loop.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, ObjectMeta, PostParams},
+};
+use regcred_operator::crd::RegistryCredential;
+use serde_json::json;
+
+use crate::support::*;
+
+/// After a problem is reported, the copy keeps its exact resourceVersion and the credential is
+/// not rewritten again and again.
+async fn assert_copy_untouched_and_quiet(client: &kube::Client, name: &str, ns: &str, copy: &Secret) {
+    let rc_version = credential(client, name).await.resource_version();
+    stays("the copy and the credential to stay unchanged", Duration::from_secs(2), || async {
+        let now = get_secret(client, ns, name).await.and_then(|s| s.metadata.resource_version);
+        let rc = credential(client, name).await.resource_version();
+        if now == copy.metadata.resource_version && rc == rc_version { Ok(()) } else { Err((now, rc)) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn invalid_source_content_keeps_existing_copies() {
+    let client = admin().await;
+    ensure_namespace(&client, SOURCE_NS).await;
+    let src = unique("bad-src");
+    let pw = password();
+    let good = docker_config("registry.example.com", "robot", &pw);
+    put_secret(&client, &secret_object(SOURCE_NS, &src, "Opaque", &[(".dockerconfigjson", good.as_bytes())])).await;
+    let s = setup(&client, "bad-src", 1, json!({"source": {"secretRef": {"namespace": SOURCE_NS, "name": src}}})).await;
+    wait_synced(&client, &s.name).await;
+    let ns = s.namespaces[0].clone();
+    let copy = get_secret(&client, &ns, &s.name).await.unwrap();
+
+    use base64::Engine;
+    let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
+    let cases: Vec<(&str, Vec<(&str, Vec<u8>)>, &str)> = vec![
+        (
+            "generic secret with username/password",
+            vec![("username", b"robot".to_vec()), ("password", pw.as_bytes().to_vec())],
+            "kubectl create secret docker-registry",
+        ),
+        ("key missing", vec![("config.json", good.as_bytes().to_vec())], "found keys [config.json]"),
+        ("not JSON", vec![(".dockerconfigjson", b"{not json".to_vec())], "not valid JSON"),
+        ("empty auths", vec![(".dockerconfigjson", br#"{"auths":{}}"#.to_vec())], "no registries"),
+        (
+            "auth disagrees",
+            vec![(
+                ".dockerconfigjson",
+                json!({"auths": {"r.io": {"username": "robot", "password": pw, "auth": b64(&format!("robot:{pw}-other"))}}})
+                    .to_string()
+                    .into_bytes(),
+            )],
+            "disagree",
+        ),
+        (
+            "unparseable registry key",
+            vec![(".dockerconfigjson", json!({"auths": {"exa mple.com": {"username": "u", "password": pw}}}).to_string().into_bytes())],
+            "exa mple.com",
+        ),
+    ];
+    for (case, data, expected) in cases {
+        let data: Vec<(&str, &[u8])> = data.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+        put_secret(&client, &secret_object(SOURCE_NS, &src, "Opaque", &data)).await;
+        let rc = wait_for(&format!("InvalidSource for {case}"), TIMEOUT, || async {
+            let rc = credential(&client, &s.name).await;
+            match ready(&rc) {
+                Some((status, reason, message)) if reason == "InvalidSource" && message.contains(expected) => {
+                    assert_eq!(status, "False");
+                    Ok(rc)
+                }
+                other => Err(other),
+            }
+        })
+        .await;
+        assert!(rc.status.unwrap().conditions.iter().any(|c| c.type_ == "Stalled" && c.status == "True"), "{case}");
+        assert_copy_untouched_and_quiet(&client, &s.name, &ns, &copy).await;
+    }
+    wait_event(&client, &s.name, "InvalidSource").await;
+    assert_nothing_leaked(&client, &s.name, &[&pw]).await;
+
+    put_secret(&client, &secret_object(SOURCE_NS, &src, "Opaque", &[(".dockerconfigjson", good.as_bytes())])).await;
+    wait_synced(&client, &s.name).await;
+}
+
+#[tokio::test]
+async fn missing_source_keeps_existing_copies() {
+    let client = admin().await;
+    let s = setup(&client, "missing", 1, json!({})).await;
+    wait_synced(&client, &s.name).await;
+    let ns = s.namespaces[0].clone();
+    let copy = get_secret(&client, &ns, &s.name).await.unwrap();
+    Api::<Secret>::namespaced(client.clone(), SOURCE_NS).delete(&s.source, &DeleteParams::default()).await.unwrap();
+    let rc = wait_ready_reason(&client, &s.name, "SourceNotFound").await;
+    assert!(ready(&rc).unwrap().2.contains(&s.source));
+    wait_event(&client, &s.name, "SourceNotFound").await;
+    assert_copy_untouched_and_quiet(&client, &s.name, &ns, &copy).await;
+    // Recreating the source is noticed without any change to the credential.
+    rotate(&client, &s.source).await;
+    wait_synced(&client, &s.name).await;
+}
+
+#[tokio::test]
+async fn source_outside_allowed_namespaces_is_refused() {
+    let client = admin().await;
+    let elsewhere = namespace(&client, "not-allowed", &[]).await;
+    let config = docker_config("registry.example.com", "robot", &password());
+    put_secret(&client, &secret_object(&elsewhere, "stolen", "kubernetes.io/dockerconfigjson", &[(".dockerconfigjson", config.as_bytes())]))
+        .await;
+    let s = setup(&client, "notallowed", 1, json!({"source": {"secretRef": {"namespace": elsewhere, "name": "stolen"}}})).await;
+    let rc = wait_ready_reason(&client, &s.name, "SourceNamespaceNotAllowed").await;
+    assert!(ready(&rc).unwrap().2.contains("--source-namespaces"));
+    wait_event(&client, &s.name, "SourceNamespaceNotAllowed").await;
+    assert!(get_secret(&client, &s.namespaces[0], &s.name).await.is_none(), "nothing copied");
+}
+
+#[tokio::test]
+async fn password_secret_key_missing_is_reported() {
+    let client = admin().await;
+    ensure_namespace(&client, SOURCE_NS).await;
+    let token = unique("token");
+    put_secret(&client, &secret_object(SOURCE_NS, &token, "Opaque", &[("password", b"x")])).await;
+    let s = setup(
+        &client,
+        "nokey",
+        1,
+        json!({"source": {"registries": [{"server": "r.example.com", "username": "u",
+                "passwordSecretRef": {"namespace": SOURCE_NS, "name": token, "key": "token"}}]}}),
+    )
+    .await;
+    let rc = wait_ready_reason(&client, &s.name, "InvalidSource").await;
+    assert!(ready(&rc).unwrap().2.contains("key \"token\" not found"), "{:?}", ready(&rc));
+    wait_event(&client, &s.name, "InvalidSource").await;
+}
+
+#[tokio::test]
+async fn invalid_selector_is_reported() {
+    let client = admin().await;
+    let (src, _) = source_secret(&client).await;
+    let name = unique("badsel");
+    create_credential(
+        &client,
+        &name,
+        json!({"source": {"secretRef": {"namespace": SOURCE_NS, "name": src}},
+               "namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "Equals", "values": ["a"]}]}}),
+    )
+    .await;
+    let rc = wait_ready_reason(&client, &name, "InvalidSelector").await;
+    assert!(ready(&rc).unwrap().2.contains("unknown operator \"Equals\""));
+}
+
+#[tokio::test]
+async fn terminating_namespace_is_skipped_quietly() {
+    let client = admin().await;
+    let s = setup(&client, "term", 1, json!({})).await;
+    wait_synced(&client, &s.name).await;
+    let dying = namespace(&client, "term-dying", &[(&s.key, "yes")]).await;
+    wait_copy(&client, &dying, &s.name, &s.password).await;
+    // A finalizer keeps the namespace in Terminating.
+    let blocker = ConfigMap {
+        metadata: ObjectMeta { name: Some("blocker".into()), finalizers: Some(vec!["regcred.test/block".into()]), ..Default::default() },
+        ..Default::default()
+    };
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &dying);
+    cms.create(&PostParams::default(), &blocker).await.unwrap();
+    Api::<Namespace>::all(client.clone()).delete(&dying, &DeleteParams::default()).await.unwrap();
+    let rc = wait_for("the terminating namespace to leave the targets", TIMEOUT, || async {
+        let rc = wait_synced(&client, &s.name).await;
+        let targets = rc.status.as_ref().unwrap().target_namespaces;
+        if targets == 1 { Ok(rc) } else { Err(targets) }
+    })
+    .await;
+    assert!(rc.status.unwrap().failures.is_empty());
+    // Release the namespace so that the cluster can finish deleting it.
+    cms.patch("blocker", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(json!({"metadata": {"finalizers": null}})))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn api_server_rejects_invalid_objects() {
+    let client = admin().await;
+    let resource = kube::api::ApiResource::erase::<RegistryCredential>(&());
+    let api: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &resource);
+    let src = json!({"namespace": SOURCE_NS, "name": "x"});
+    let login = json!({"server": "r.io", "username": "u", "passwordSecretRef": {"namespace": SOURCE_NS, "name": "x", "key": "k"}});
+    let cases = [
+        ("both source forms", unique("both"), json!({"source": {"secretRef": src, "registries": [login]}}), "exactly one of source.secretRef or source.registries"),
+        ("neither source form", unique("neither"), json!({"source": {}}), "exactly one of source.secretRef or source.registries"),
+        ("invalid secretName", unique("badname"), json!({"source": {"secretRef": src}, "secretName": "Not_A_Name"}), "secretName must be a valid Secret name"),
+        ("unknown policy", unique("badpolicy"), json!({"source": {"secretRef": src}, "conflictPolicy": "Overwrite"}), "Unsupported value"),
+        ("name too long", format!("{}-{}", unique("long"), "x".repeat(60)), json!({"source": {"secretRef": src}}), "at most 63 characters"),
+    ];
+    for (case, name, spec, expected) in cases {
+        let body: kube::api::DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential",
+            "metadata": {"name": name}, "spec": spec,
+        }))
+        .unwrap();
+        match api.create(&PostParams::default(), &body).await {
+            Err(kube::Error::Api(s)) => {
+                assert_eq!(s.code, 422, "{case}: {s:?}");
+                assert!(s.message.contains(expected), "{case}: {}", s.message);
+            }
+            other => panic!("{case}: the API server must reject it, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! Integration tests against the real control plane that `make test` starts (kube-apiserver, etcd,
+//! kube-controller-manager) and the operator process it runs. One binary, one module per area.
+
+mod support;
+
+mod bad_input;
+mod conflicts;
+mod fanout;
+mod foundation;
+mod lifecycle;
+mod service_accounts;
+mod sources;
