@@ -513,7 +513,7 @@ async fn write_status(ctx: &Context, rc: &RegistryCredential, report: Report) ->
     .await
     .map_err(|source| Error::Status {
         name: name.clone(),
-        source,
+        source: Box::new(source),
     })?;
     if transition && !(report.reason == "Progressing" && old_ready.is_none()) {
         let type_ = if report.ready {

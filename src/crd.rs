@@ -249,7 +249,11 @@ fn unwrap_descriptions(value: &mut serde_json::Value) {
             for (key, v) in map.iter_mut() {
                 match v {
                     serde_json::Value::String(text) if key == "description" => {
-                        *text = text.split("\n\n").map(|p| p.replace('\n', " ")).collect::<Vec<_>>().join("\n\n");
+                        *text = text
+                            .split("\n\n")
+                            .map(|p| p.replace('\n', " "))
+                            .collect::<Vec<_>>()
+                            .join("\n\n");
                     }
                     _ => unwrap_descriptions(v),
                 }
@@ -277,10 +281,16 @@ mod tests {
     fn crd_names_and_scope() {
         let crd = RegistryCredential::crd();
         assert_eq!(crd.spec.scope, "Cluster");
-        assert_eq!(crd.spec.names.short_names, Some(vec!["regcred".to_string()]));
+        assert_eq!(
+            crd.spec.names.short_names,
+            Some(vec!["regcred".to_string()])
+        );
         assert_eq!(crd.spec.names.categories, None, "not in `kubectl get all`");
         let yaml = crd_yaml();
         assert!(yaml.contains("has(self.secretRef) != has(self.registries)"));
-        assert!(!yaml.contains("uint32"), "Kubernetes knows int32/int64 only");
+        assert!(
+            !yaml.contains("uint32"),
+            "Kubernetes knows int32/int64 only"
+        );
     }
 }

@@ -19,14 +19,14 @@ pub enum Error {
         namespace: String,
         name: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 
     #[error("writing status of RegistryCredential {name}: {source}")]
     Status {
         name: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 
     #[error("finalizer of RegistryCredential {name}: {message}")]
@@ -49,7 +49,7 @@ impl Error {
             kind,
             namespace: namespace.into(),
             name: name.into(),
-            source,
+            source: Box::new(source),
         }
     }
 

@@ -28,7 +28,9 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-command -v kubectl >/dev/null || { log "kubectl is required (the tests check 'kubectl wait')"; exit 1; }
+# kubectl of the cluster's own version, built with it (the tests also use it for `kubectl wait`).
+PATH="$(tests/controlplane/build.sh | tail -n1):$PATH"
+export PATH
 
 log "building the operator and the tests"
 cargo build --bins --tests --quiet

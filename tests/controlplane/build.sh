@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the local control plane (kube-apiserver, kube-controller-manager, etcd) from the Go modules
-# in tests/controlplane/{k8s,etcd} and caches the binaries outside the repository, keyed by version, so that only the first run pays the 15-30 minute cold build.
+# Builds the local control plane (kube-apiserver, kube-controller-manager, etcd, and a kubectl of the
+# same version) from the Go modules in tests/controlplane/{k8s,etcd} and caches the binaries outside
+# the repository, keyed by version, so that only the first run pays the 15-30 minute cold build.
 #
 # Prints the directory holding the binaries on its last line of stdout.
 set -euo pipefail
@@ -61,9 +62,10 @@ k8s_out="$cache_root/k8s-$k8s_version"
 etcd_out="$cache_root/etcd-$etcd_version"
 
 build_tools "$here/etcd" "$etcd_out" go.etcd.io/etcd/server/v3
-build_tools "$here/k8s" "$k8s_out" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
+build_tools "$here/k8s" "$k8s_out" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+  k8s.io/kubernetes/cmd/kubectl
 
 bin="$cache_root/bin-k8s-$k8s_version-etcd-$etcd_version"
 mkdir -p "$bin"
-ln -sf "$k8s_out/kube-apiserver" "$k8s_out/kube-controller-manager" "$etcd_out/etcd" "$bin/"
+ln -sf "$k8s_out/kube-apiserver" "$k8s_out/kube-controller-manager" "$k8s_out/kubectl" "$etcd_out/etcd" "$bin/"
 echo "$bin"

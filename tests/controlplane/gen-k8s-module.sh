@@ -29,6 +29,7 @@ cd "$here/k8s"
   echo "tool ("
   echo "	k8s.io/kubernetes/cmd/kube-apiserver"
   echo "	k8s.io/kubernetes/cmd/kube-controller-manager"
+  echo "	k8s.io/kubernetes/cmd/kubectl"
   echo ")"
   echo
   echo "require k8s.io/kubernetes ${version}"

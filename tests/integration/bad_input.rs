@@ -14,13 +14,28 @@ use crate::support::*;
 
 /// After a problem is reported, the copy keeps its exact resourceVersion and the credential is
 /// not rewritten again and again.
-async fn assert_copy_untouched_and_quiet(client: &kube::Client, name: &str, ns: &str, copy: &Secret) {
+async fn assert_copy_untouched_and_quiet(
+    client: &kube::Client,
+    name: &str,
+    ns: &str,
+    copy: &Secret,
+) {
     let rc_version = credential(client, name).await.resource_version();
-    stays("the copy and the credential to stay unchanged", Duration::from_secs(2), || async {
-        let now = get_secret(client, ns, name).await.and_then(|s| s.metadata.resource_version);
-        let rc = credential(client, name).await.resource_version();
-        if now == copy.metadata.resource_version && rc == rc_version { Ok(()) } else { Err((now, rc)) }
-    })
+    stays(
+        "the copy and the credential to stay unchanged",
+        Duration::from_secs(2),
+        || async {
+            let now = get_secret(client, ns, name)
+                .await
+                .and_then(|s| s.metadata.resource_version);
+            let rc = credential(client, name).await.resource_version();
+            if now == copy.metadata.resource_version && rc == rc_version {
+                Ok(())
+            } else {
+                Err((now, rc))
+            }
+        },
+    )
     .await;
 }
 
@@ -31,21 +46,38 @@ async fn invalid_source_content_keeps_existing_copies() {
     let src = unique("bad-src");
     let pw = password();
     let good = docker_config("registry.example.com", "robot", &pw);
-    put_secret(&client, &secret_object(SOURCE_NS, &src, "Opaque", &[(".dockerconfigjson", good.as_bytes())])).await;
-    let s = setup(&client, "bad-src", 1, json!({"source": {"secretRef": {"namespace": SOURCE_NS, "name": src}}})).await;
+    put_secret(
+        &client,
+        &secret_object(
+            SOURCE_NS,
+            &src,
+            "Opaque",
+            &[(".dockerconfigjson", good.as_bytes())],
+        ),
+    )
+    .await;
+    let s = setup(
+        &client,
+        "bad-src",
+        1,
+        json!({"source": {"secretRef": {"namespace": SOURCE_NS, "name": src}}}),
+    )
+    .await;
     wait_synced(&client, &s.name).await;
     let ns = s.namespaces[0].clone();
     let copy = get_secret(&client, &ns, &s.name).await.unwrap();
 
     use base64::Engine;
     let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
-    let cases: Vec<(&str, Vec<(&str, Vec<u8>)>, &str)> = vec![
+    // (case, source data, expected fragment of the message)
+    type Case<'a> = (&'a str, Vec<(&'a str, Vec<u8>)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "generic secret with username/password",
             vec![("username", b"robot".to_vec()), ("password", pw.as_bytes().to_vec())],
             "kubectl create secret docker-registry",
         ),
-        ("key missing", vec![("config.json", good.as_bytes().to_vec())], "found keys [config.json]"),
+        ("key missing", vec![("config.json", good.as_bytes().to_vec())], "keys [config.json]"),
         ("not JSON", vec![(".dockerconfigjson", b"{not json".to_vec())], "not valid JSON"),
         ("empty auths", vec![(".dockerconfigjson", br#"{"auths":{}}"#.to_vec())], "no registries"),
         (
@@ -70,7 +102,9 @@ async fn invalid_source_content_keeps_existing_copies() {
         let rc = wait_for(&format!("InvalidSource for {case}"), TIMEOUT, || async {
             let rc = credential(&client, &s.name).await;
             match ready(&rc) {
-                Some((status, reason, message)) if reason == "InvalidSource" && message.contains(expected) => {
+                Some((status, reason, message))
+                    if reason == "InvalidSource" && message.contains(expected) =>
+                {
                     assert_eq!(status, "False");
                     Ok(rc)
                 }
@@ -78,13 +112,29 @@ async fn invalid_source_content_keeps_existing_copies() {
             }
         })
         .await;
-        assert!(rc.status.unwrap().conditions.iter().any(|c| c.type_ == "Stalled" && c.status == "True"), "{case}");
+        assert!(
+            rc.status
+                .unwrap()
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Stalled" && c.status == "True"),
+            "{case}"
+        );
         assert_copy_untouched_and_quiet(&client, &s.name, &ns, &copy).await;
     }
     wait_event(&client, &s.name, "InvalidSource").await;
     assert_nothing_leaked(&client, &s.name, &[&pw]).await;
 
-    put_secret(&client, &secret_object(SOURCE_NS, &src, "Opaque", &[(".dockerconfigjson", good.as_bytes())])).await;
+    put_secret(
+        &client,
+        &secret_object(
+            SOURCE_NS,
+            &src,
+            "Opaque",
+            &[(".dockerconfigjson", good.as_bytes())],
+        ),
+    )
+    .await;
     wait_synced(&client, &s.name).await;
 }
 
@@ -95,7 +145,10 @@ async fn missing_source_keeps_existing_copies() {
     wait_synced(&client, &s.name).await;
     let ns = s.namespaces[0].clone();
     let copy = get_secret(&client, &ns, &s.name).await.unwrap();
-    Api::<Secret>::namespaced(client.clone(), SOURCE_NS).delete(&s.source, &DeleteParams::default()).await.unwrap();
+    Api::<Secret>::namespaced(client.clone(), SOURCE_NS)
+        .delete(&s.source, &DeleteParams::default())
+        .await
+        .unwrap();
     let rc = wait_ready_reason(&client, &s.name, "SourceNotFound").await;
     assert!(ready(&rc).unwrap().2.contains(&s.source));
     wait_event(&client, &s.name, "SourceNotFound").await;
@@ -110,13 +163,32 @@ async fn source_outside_allowed_namespaces_is_refused() {
     let client = admin().await;
     let elsewhere = namespace(&client, "not-allowed", &[]).await;
     let config = docker_config("registry.example.com", "robot", &password());
-    put_secret(&client, &secret_object(&elsewhere, "stolen", "kubernetes.io/dockerconfigjson", &[(".dockerconfigjson", config.as_bytes())]))
-        .await;
-    let s = setup(&client, "notallowed", 1, json!({"source": {"secretRef": {"namespace": elsewhere, "name": "stolen"}}})).await;
+    put_secret(
+        &client,
+        &secret_object(
+            &elsewhere,
+            "stolen",
+            "kubernetes.io/dockerconfigjson",
+            &[(".dockerconfigjson", config.as_bytes())],
+        ),
+    )
+    .await;
+    let s = setup(
+        &client,
+        "notallowed",
+        1,
+        json!({"source": {"secretRef": {"namespace": elsewhere, "name": "stolen"}}}),
+    )
+    .await;
     let rc = wait_ready_reason(&client, &s.name, "SourceNamespaceNotAllowed").await;
     assert!(ready(&rc).unwrap().2.contains("--source-namespaces"));
     wait_event(&client, &s.name, "SourceNamespaceNotAllowed").await;
-    assert!(get_secret(&client, &s.namespaces[0], &s.name).await.is_none(), "nothing copied");
+    assert!(
+        get_secret(&client, &s.namespaces[0], &s.name)
+            .await
+            .is_none(),
+        "nothing copied"
+    );
 }
 
 #[tokio::test]
@@ -124,7 +196,11 @@ async fn password_secret_key_missing_is_reported() {
     let client = admin().await;
     ensure_namespace(&client, SOURCE_NS).await;
     let token = unique("token");
-    put_secret(&client, &secret_object(SOURCE_NS, &token, "Opaque", &[("password", b"x")])).await;
+    put_secret(
+        &client,
+        &secret_object(SOURCE_NS, &token, "Opaque", &[("password", b"x")]),
+    )
+    .await;
     let s = setup(
         &client,
         "nokey",
@@ -134,7 +210,11 @@ async fn password_secret_key_missing_is_reported() {
     )
     .await;
     let rc = wait_ready_reason(&client, &s.name, "InvalidSource").await;
-    assert!(ready(&rc).unwrap().2.contains("key \"token\" not found"), "{:?}", ready(&rc));
+    assert!(
+        ready(&rc).unwrap().2.contains("key \"token\" not found"),
+        "{:?}",
+        ready(&rc)
+    );
     wait_event(&client, &s.name, "InvalidSource").await;
 }
 
@@ -151,7 +231,12 @@ async fn invalid_selector_is_reported() {
     )
     .await;
     let rc = wait_ready_reason(&client, &name, "InvalidSelector").await;
-    assert!(ready(&rc).unwrap().2.contains("unknown operator \"Equals\""));
+    assert!(
+        ready(&rc)
+            .unwrap()
+            .2
+            .contains("unknown operator \"Equals\"")
+    );
 }
 
 #[tokio::test]
@@ -163,23 +248,38 @@ async fn terminating_namespace_is_skipped_quietly() {
     wait_copy(&client, &dying, &s.name, &s.password).await;
     // A finalizer keeps the namespace in Terminating.
     let blocker = ConfigMap {
-        metadata: ObjectMeta { name: Some("blocker".into()), finalizers: Some(vec!["regcred.test/block".into()]), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some("blocker".into()),
+            finalizers: Some(vec!["regcred.test/block".into()]),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &dying);
     cms.create(&PostParams::default(), &blocker).await.unwrap();
-    Api::<Namespace>::all(client.clone()).delete(&dying, &DeleteParams::default()).await.unwrap();
-    let rc = wait_for("the terminating namespace to leave the targets", TIMEOUT, || async {
-        let rc = wait_synced(&client, &s.name).await;
-        let targets = rc.status.as_ref().unwrap().target_namespaces;
-        if targets == 1 { Ok(rc) } else { Err(targets) }
-    })
+    Api::<Namespace>::all(client.clone())
+        .delete(&dying, &DeleteParams::default())
+        .await
+        .unwrap();
+    let rc = wait_for(
+        "the terminating namespace to leave the targets",
+        TIMEOUT,
+        || async {
+            let rc = wait_synced(&client, &s.name).await;
+            let targets = rc.status.as_ref().unwrap().target_namespaces;
+            if targets == 1 { Ok(rc) } else { Err(targets) }
+        },
+    )
     .await;
     assert!(rc.status.unwrap().failures.is_empty());
     // Release the namespace so that the cluster can finish deleting it.
-    cms.patch("blocker", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(json!({"metadata": {"finalizers": null}})))
-        .await
-        .unwrap();
+    cms.patch(
+        "blocker",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -190,11 +290,36 @@ async fn api_server_rejects_invalid_objects() {
     let src = json!({"namespace": SOURCE_NS, "name": "x"});
     let login = json!({"server": "r.io", "username": "u", "passwordSecretRef": {"namespace": SOURCE_NS, "name": "x", "key": "k"}});
     let cases = [
-        ("both source forms", unique("both"), json!({"source": {"secretRef": src, "registries": [login]}}), "exactly one of source.secretRef or source.registries"),
-        ("neither source form", unique("neither"), json!({"source": {}}), "exactly one of source.secretRef or source.registries"),
-        ("invalid secretName", unique("badname"), json!({"source": {"secretRef": src}, "secretName": "Not_A_Name"}), "secretName must be a valid Secret name"),
-        ("unknown policy", unique("badpolicy"), json!({"source": {"secretRef": src}, "conflictPolicy": "Overwrite"}), "Unsupported value"),
-        ("name too long", format!("{}-{}", unique("long"), "x".repeat(60)), json!({"source": {"secretRef": src}}), "at most 63 characters"),
+        (
+            "both source forms",
+            unique("both"),
+            json!({"source": {"secretRef": src, "registries": [login]}}),
+            "exactly one of source.secretRef or source.registries",
+        ),
+        (
+            "neither source form",
+            unique("neither"),
+            json!({"source": {}}),
+            "exactly one of source.secretRef or source.registries",
+        ),
+        (
+            "invalid secretName",
+            unique("badname"),
+            json!({"source": {"secretRef": src}, "secretName": "Not_A_Name"}),
+            "secretName must be a valid Secret name",
+        ),
+        (
+            "unknown policy",
+            unique("badpolicy"),
+            json!({"source": {"secretRef": src}, "conflictPolicy": "Overwrite"}),
+            "Unsupported value",
+        ),
+        (
+            "name too long",
+            format!("{}-{}", unique("long"), "x".repeat(60)),
+            json!({"source": {"secretRef": src}}),
+            "at most 63 characters",
+        ),
     ];
     for (case, name, spec, expected) in cases {
         let body: kube::api::DynamicObject = serde_json::from_value(json!({

@@ -18,7 +18,12 @@ async fn skip_leaves_unmanaged_secret_byte_identical_and_reports_conflict() {
     let theirs = docker_config("their.example.com", "them", "their-password");
     let original = put_secret(
         &client,
-        &secret_object(&taken, "shared-pull", "kubernetes.io/dockerconfigjson", &[(".dockerconfigjson", theirs.as_bytes())]),
+        &secret_object(
+            &taken,
+            "shared-pull",
+            "kubernetes.io/dockerconfigjson",
+            &[(".dockerconfigjson", theirs.as_bytes())],
+        ),
     )
     .await;
     let (src, pw) = source_secret(&client).await;
@@ -36,19 +41,39 @@ async fn skip_leaves_unmanaged_secret_byte_identical_and_reports_conflict() {
     assert_eq!((status.target_namespaces, status.synced_namespaces), (2, 1));
     assert_eq!(status.failures.len(), 1);
     assert_eq!(status.failures[0].namespace, taken);
-    assert!(status.failures[0].message.contains("not managed by regcred-operator"), "{:?}", status.failures);
-    assert!(status.conditions.iter().any(|c| c.type_ == "Stalled" && c.status == "True"));
+    assert!(
+        status.failures[0]
+            .message
+            .contains("not managed by regcred-operator"),
+        "{:?}",
+        status.failures
+    );
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.status == "True")
+    );
     wait_event(&client, &name, "Conflict").await;
-    stays("the unmanaged Secret to stay byte-identical", Duration::from_secs(2), || async {
-        let now = get_secret(&client, &taken, "shared-pull").await.unwrap();
-        if now.metadata.resource_version == original.metadata.resource_version && now.data == original.data {
-            Ok(())
-        } else {
-            Err(now.metadata.resource_version)
-        }
-    })
+    stays(
+        "the unmanaged Secret to stay byte-identical",
+        Duration::from_secs(2),
+        || async {
+            let now = get_secret(&client, &taken, "shared-pull").await.unwrap();
+            if now.metadata.resource_version == original.metadata.resource_version
+                && now.data == original.data
+            {
+                Ok(())
+            } else {
+                Err(now.metadata.resource_version)
+            }
+        },
+    )
     .await;
-    assert!(pull_secret_names(&get_sa(&client, &taken, "default").await.unwrap()).is_empty(), "namespace untouched");
+    assert!(
+        pull_secret_names(&get_sa(&client, &taken, "default").await.unwrap()).is_empty(),
+        "namespace untouched"
+    );
     assert_nothing_leaked(&client, &name, &[&pw, "their-password"]).await;
 }
 
@@ -58,8 +83,16 @@ async fn adopt_takes_over_a_registry_secret() {
     let key = unique("adopt");
     let ns = namespace(&client, "adopt", &[(&key, "yes")]).await;
     let theirs = docker_config("their.example.com", "them", "their-password");
-    put_secret(&client, &secret_object(&ns, "legacy-pull", "kubernetes.io/dockerconfigjson", &[(".dockerconfigjson", theirs.as_bytes())]))
-        .await;
+    put_secret(
+        &client,
+        &secret_object(
+            &ns,
+            "legacy-pull",
+            "kubernetes.io/dockerconfigjson",
+            &[(".dockerconfigjson", theirs.as_bytes())],
+        ),
+    )
+    .await;
     let (src, pw) = source_secret(&client).await;
     let name = unique("adopt");
     create_credential(
@@ -82,7 +115,11 @@ async fn adopt_refuses_a_secret_that_is_not_a_registry_credential() {
     let client = admin().await;
     let key = unique("adopt-no");
     let ns = namespace(&client, "adopt-no", &[(&key, "yes")]).await;
-    let original = put_secret(&client, &secret_object(&ns, "app-config", "Opaque", &[("token", b"not-for-pulls")])).await;
+    let original = put_secret(
+        &client,
+        &secret_object(&ns, "app-config", "Opaque", &[("token", b"not-for-pulls")]),
+    )
+    .await;
     let (src, _) = source_secret(&client).await;
     let name = unique("adopt-no");
     create_credential(
@@ -93,9 +130,16 @@ async fn adopt_refuses_a_secret_that_is_not_a_registry_credential() {
     )
     .await;
     let rc = wait_ready_reason(&client, &name, "Conflict").await;
-    assert!(rc.status.unwrap().failures[0].message.contains("not a registry-credential Secret (type Opaque)"));
+    assert!(
+        rc.status.unwrap().failures[0]
+            .message
+            .contains("not a registry-credential Secret (type Opaque)")
+    );
     let now = get_secret(&client, &ns, "app-config").await.unwrap();
-    assert_eq!(now.metadata.resource_version, original.metadata.resource_version);
+    assert_eq!(
+        now.metadata.resource_version,
+        original.metadata.resource_version
+    );
 }
 
 #[tokio::test]
@@ -114,12 +158,24 @@ async fn two_credentials_never_fight_over_one_secret() {
     )
     .await;
     let rc = wait_ready_reason(&client, &second, "Conflict").await;
-    assert!(rc.status.unwrap().failures[0].message.contains(&format!("managed by RegistryCredential {}", first.name)));
+    assert!(
+        rc.status.unwrap().failures[0]
+            .message
+            .contains(&format!("managed by RegistryCredential {}", first.name))
+    );
     let held = get_secret(&client, &ns, "contested").await.unwrap();
-    stays("the contested Secret to stay with the first credential", Duration::from_secs(3), || async {
-        let now = get_secret(&client, &ns, "contested").await.unwrap();
-        if now.metadata.resource_version == held.metadata.resource_version { Ok(()) } else { Err(now.labels().clone()) }
-    })
+    stays(
+        "the contested Secret to stay with the first credential",
+        Duration::from_secs(3),
+        || async {
+            let now = get_secret(&client, &ns, "contested").await.unwrap();
+            if now.metadata.resource_version == held.metadata.resource_version {
+                Ok(())
+            } else {
+                Err(now.labels().clone())
+            }
+        },
+    )
     .await;
     let copy = get_secret(&client, &ns, "contested").await.unwrap();
     assert!(!String::from_utf8_lossy(&copy.data.unwrap()[".dockerconfigjson"].0).contains(&pw2));

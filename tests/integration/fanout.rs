@@ -37,22 +37,51 @@ async fn fan_out_reaches_selected_and_listed_namespaces_only() {
     let source = get_secret(&client, SOURCE_NS, &src).await.unwrap();
     for ns in [&a, &b, &listed] {
         let copy = get_secret(&client, ns, "team-pull").await.expect("copy");
-        assert_eq!(copy.type_.as_deref(), Some("kubernetes.io/dockerconfigjson"));
-        assert_eq!(secret_config(&copy), secret_config(&source), "same config as the source");
-        assert_eq!(copy.labels().get(MANAGED_BY_LABEL).map(String::as_str), Some("regcred-operator"));
+        assert_eq!(
+            copy.type_.as_deref(),
+            Some("kubernetes.io/dockerconfigjson")
+        );
+        assert_eq!(
+            secret_config(&copy),
+            secret_config(&source),
+            "same config as the source"
+        );
+        assert_eq!(
+            copy.labels().get(MANAGED_BY_LABEL).map(String::as_str),
+            Some("regcred-operator")
+        );
         assert_eq!(copy.labels().get(CREDENTIAL_LABEL), Some(&name));
         let owner = &copy.owner_references()[0];
-        assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("RegistryCredential", name.as_str()));
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str()),
+            ("RegistryCredential", name.as_str())
+        );
         assert_eq!(owner.uid, rc.uid().unwrap());
-        assert_eq!(pull_secret_names(&get_sa(&client, ns, "default").await.unwrap()), ["team-pull"]);
+        assert_eq!(
+            pull_secret_names(&get_sa(&client, ns, "default").await.unwrap()),
+            ["team-pull"]
+        );
     }
-    assert!(get_secret(&client, &other, "team-pull").await.is_none(), "unselected namespace untouched");
+    assert!(
+        get_secret(&client, &other, "team-pull").await.is_none(),
+        "unselected namespace untouched"
+    );
     assert!(pull_secret_names(&get_sa(&client, &other, "default").await.unwrap()).is_empty());
     let status = rc.status.unwrap();
-    assert_eq!((status.target_namespaces, status.synced_namespaces, status.patched_service_accounts), (3, 3, 3));
+    assert_eq!(
+        (
+            status.target_namespaces,
+            status.synced_namespaces,
+            status.patched_service_accounts
+        ),
+        (3, 3, 3)
+    );
     assert_eq!(status.synced.as_deref(), Some("3/3"));
     assert_eq!(status.secret_name.as_deref(), Some("team-pull"));
-    assert_eq!(status.synced_source_version, source.metadata.resource_version);
+    assert_eq!(
+        status.synced_source_version,
+        source.metadata.resource_version
+    );
     assert_nothing_leaked(&client, &name, &[&pw]).await;
 }
 
@@ -64,7 +93,11 @@ async fn exclusions_and_exclude_annotation_win() {
     let globbed = namespace(&client, "excl-glob", &[(&key, "yes")]).await;
     let annotated = namespace(&client, "excl-annotated", &[(&key, "yes")]).await;
     Api::<Namespace>::all(client.clone())
-        .patch(&annotated, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {EXCLUDE_ANNOTATION: "true"}}})))
+        .patch(
+            &annotated,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {EXCLUDE_ANNOTATION: "true"}}})),
+        )
         .await
         .unwrap();
     let (src, _) = source_secret(&client).await;
@@ -83,8 +116,14 @@ async fn exclusions_and_exclude_annotation_win() {
     let rc = wait_synced(&client, &name).await;
     assert_eq!(rc.status.unwrap().target_namespaces, 1);
     assert!(get_secret(&client, &kept, &name).await.is_some());
-    assert!(get_secret(&client, &globbed, &name).await.is_none(), "a glob exclusion beats the explicit list");
-    assert!(get_secret(&client, &annotated, &name).await.is_none(), "the exclude annotation beats the selector");
+    assert!(
+        get_secret(&client, &globbed, &name).await.is_none(),
+        "a glob exclusion beats the explicit list"
+    );
+    assert!(
+        get_secret(&client, &annotated, &name).await.is_none(),
+        "the exclude annotation beats the selector"
+    );
 }
 
 #[tokio::test]
@@ -93,9 +132,13 @@ async fn namespace_labelled_later_is_onboarded_and_unlabelled_later_is_pruned() 
     let key = unique("onboard");
     let ns = namespace(&client, "onboard", &[]).await;
     let sas = Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), &ns);
-    sas.patch("default", &PatchParams::default(), &Patch::Merge(json!({"imagePullSecrets": [{"name": "foreign"}]})))
-        .await
-        .unwrap();
+    sas.patch(
+        "default",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"imagePullSecrets": [{"name": "foreign"}]})),
+    )
+    .await
+    .unwrap();
     let (src, pw) = source_secret(&client).await;
     let name = unique("onboard");
     create_credential(
@@ -114,10 +157,18 @@ async fn namespace_labelled_later_is_onboarded_and_unlabelled_later_is_pruned() 
 
     label_namespace(&client, &ns, &key, None).await;
     wait_secret_gone(&client, &ns, &name).await;
-    wait_for("our entry to be removed, the foreign one kept", TIMEOUT, || async {
-        let names = pull_secret_names(&get_sa(&client, &ns, "default").await.unwrap());
-        if names == ["foreign"] { Ok(()) } else { Err(names) }
-    })
+    wait_for(
+        "our entry to be removed, the foreign one kept",
+        TIMEOUT,
+        || async {
+            let names = pull_secret_names(&get_sa(&client, &ns, "default").await.unwrap());
+            if names == ["foreign"] {
+                Ok(())
+            } else {
+                Err(names)
+            }
+        },
+    )
     .await;
     let rc = wait_synced(&client, &name).await;
     assert_eq!(rc.status.unwrap().target_namespaces, 0);
@@ -140,8 +191,18 @@ async fn new_namespace_and_its_pods_get_the_secret_through_admission() {
     wait_copy(&client, &ns, &name, &pw).await;
     wait_sa_lists(&client, &ns, "default", &name).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let created = pods.create(&PostParams::default(), &pod("app")).await.unwrap();
-    let names: Vec<_> = created.spec.unwrap().image_pull_secrets.unwrap().into_iter().map(|r| r.name).collect();
+    let created = pods
+        .create(&PostParams::default(), &pod("app"))
+        .await
+        .unwrap();
+    let names: Vec<_> = created
+        .spec
+        .unwrap()
+        .image_pull_secrets
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
     assert_eq!(names, [name]);
 }
 
@@ -159,18 +220,31 @@ async fn kubectl_wait_for_ready_works_and_status_settles() {
     )
     .await;
     let out = tokio::process::Command::new("kubectl")
-        .args(["wait", "--for=condition=Ready", &format!("registrycredential/{name}"), "--timeout=60s"])
+        .args([
+            "wait",
+            "--for=condition=Ready",
+            &format!("registrycredential/{name}"),
+            "--timeout=60s",
+        ])
         .env("KUBECONFIG", kubeconfig_path())
         .output()
         .await
         .expect("kubectl is installed");
-    assert!(out.status.success(), "kubectl wait: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kubectl wait: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Converged: no further status writes (which would mean a reconcile hot loop).
     let rc = wait_synced(&client, &name).await;
     let version = rc.resource_version();
-    stays("the RegistryCredential to stay unchanged", Duration::from_secs(3), || async {
-        let now = credential(&client, &name).await.resource_version();
-        if now == version { Ok(()) } else { Err(now) }
-    })
+    stays(
+        "the RegistryCredential to stay unchanged",
+        Duration::from_secs(3),
+        || async {
+            let now = credential(&client, &name).await.resource_version();
+            if now == version { Ok(()) } else { Err(now) }
+        },
+    )
     .await;
 }

@@ -29,14 +29,23 @@ async fn pod_gets_service_account_pull_secrets_through_admission() {
     let client = admin().await;
     let ns = namespace(&client, "admission", &[]).await;
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
-    sas.patch("default", &PatchParams::default(), &Patch::Merge(json!({"imagePullSecrets": [{"name": "team-pull"}]})))
+    sas.patch(
+        "default",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"imagePullSecrets": [{"name": "team-pull"}]})),
+    )
+    .await
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let created = pods
+        .create(&PostParams::default(), &pod("app"))
         .await
         .unwrap();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let created = pods.create(&PostParams::default(), &pod("app")).await.unwrap();
     assert_eq!(
         created.spec.unwrap().image_pull_secrets,
-        Some(vec![LocalObjectReference { name: "team-pull".into() }]),
+        Some(vec![LocalObjectReference {
+            name: "team-pull".into()
+        }]),
         "the ServiceAccount admission plugin copies imagePullSecrets into new pods"
     );
 }
@@ -52,7 +61,10 @@ async fn service_account_token_client_is_bound_by_rbac() {
         other => panic!("listing Secrets without a Role must be forbidden, got {other:?}"),
     }
     let role = Role {
-        metadata: ObjectMeta { name: Some("read-secrets".into()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some("read-secrets".into()),
+            ..Default::default()
+        },
         rules: Some(vec![PolicyRule {
             api_groups: Some(vec!["".into()]),
             resources: Some(vec!["secrets".into()]),
@@ -60,10 +72,20 @@ async fn service_account_token_client_is_bound_by_rbac() {
             ..Default::default()
         }]),
     };
-    Api::<Role>::namespaced(client.clone(), &ns).create(&PostParams::default(), &role).await.unwrap();
+    Api::<Role>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
     let binding = RoleBinding {
-        metadata: ObjectMeta { name: Some("read-secrets".into()), ..Default::default() },
-        role_ref: RoleRef { api_group: Some("rbac.authorization.k8s.io".into()), kind: "Role".into(), name: "read-secrets".into() },
+        metadata: ObjectMeta {
+            name: Some("read-secrets".into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: "read-secrets".into(),
+        },
         subjects: Some(vec![Subject {
             kind: "ServiceAccount".into(),
             name: "default".into(),
@@ -71,16 +93,34 @@ async fn service_account_token_client_is_bound_by_rbac() {
             ..Default::default()
         }]),
     };
-    Api::<RoleBinding>::namespaced(client.clone(), &ns).create(&PostParams::default(), &binding).await.unwrap();
+    Api::<RoleBinding>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
     wait_for("the Role to allow listing Secrets", TIMEOUT, || async {
-        secrets.list(&ListParams::default()).await.map(|_| ()).map_err(|e| e.to_string())
+        secrets
+            .list(&ListParams::default())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     })
     .await;
     // Still nothing beyond the Role: no writes, no other namespace.
-    let err = secrets.create(&PostParams::default(), &secret_object(&ns, "x", "Opaque", &[])).await.unwrap_err();
-    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 403), "{err:?}");
+    let err = secrets
+        .create(
+            &PostParams::default(),
+            &secret_object(&ns, "x", "Opaque", &[]),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 403),
+        "{err:?}"
+    );
     let other: Api<Secret> = Api::namespaced(restricted, SOURCE_NS);
-    assert!(matches!(other.list(&ListParams::default()).await, Err(kube::Error::Api(s)) if s.code == 403));
+    assert!(
+        matches!(other.list(&ListParams::default()).await, Err(kube::Error::Api(s)) if s.code == 403)
+    );
 }
 
 /// Starts a pristine cluster without the CRD (no controller manager needed) and runs the operator.
@@ -103,12 +143,21 @@ async fn run_without_crd_exits_with_install_hint() {
     };
     if !up.status.success() {
         let _ = down();
-        panic!("pristine cluster did not start: {}", String::from_utf8_lossy(&up.stderr));
+        panic!(
+            "pristine cluster did not start: {}",
+            String::from_utf8_lossy(&up.stderr)
+        );
     }
     let run = tokio::time::timeout(
         std::time::Duration::from_secs(60),
         tokio::process::Command::new(operator_binary())
-            .args(["run", "--metrics-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0"])
+            .args([
+                "run",
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--health-addr",
+                "127.0.0.1:0",
+            ])
             .env("KUBECONFIG", dir.path().join("kubeconfig"))
             .env_remove("KUBERNETES_SERVICE_HOST")
             .kill_on_drop(true)
@@ -116,9 +165,20 @@ async fn run_without_crd_exits_with_install_hint() {
     )
     .await;
     let _ = down();
-    let out = run.expect("the operator must exit, not wait for the CRD forever").unwrap();
+    let out = run
+        .expect("the operator must exit, not wait for the CRD forever")
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "must exit non-zero; stderr: {stderr}");
-    assert!(stderr.contains("registrycredentials.regcred.dev"), "names the CRD: {stderr}");
-    assert!(stderr.contains("kubectl apply -f crds/registrycredential.yaml"), "says how to install it: {stderr}");
+    assert!(
+        !out.status.success(),
+        "must exit non-zero; stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains("registrycredentials.regcred.dev"),
+        "names the CRD: {stderr}"
+    );
+    assert!(
+        stderr.contains("kubectl apply -f crds/registrycredential.yaml"),
+        "says how to install it: {stderr}"
+    );
 }

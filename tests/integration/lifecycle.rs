@@ -23,9 +23,13 @@ async fn copy_deleted_or_edited_by_hand_is_restored() {
     wait_copy(&client, ns, &s.name, &s.password).await;
 
     let bogus = docker_config("registry.example.com", "robot", "hand-edited");
-    api.patch(&s.name, &PatchParams::default(), &Patch::Merge(json!({"stringData": {".dockerconfigjson": bogus}})))
-        .await
-        .unwrap();
+    api.patch(
+        &s.name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"stringData": {".dockerconfigjson": bogus}})),
+    )
+    .await
+    .unwrap();
     wait_copy(&client, ns, &s.name, &s.password).await;
     wait_synced(&client, &s.name).await;
 }
@@ -41,7 +45,11 @@ async fn changing_secret_name_replaces_the_old_secret_and_entry() {
         wait_secret_gone(&client, ns, "old-pull").await;
         wait_for("SA to list only the new name", TIMEOUT, || async {
             let names = pull_secret_names(&get_sa(&client, ns, "default").await.unwrap());
-            if names == ["new-pull"] { Ok(()) } else { Err(names) }
+            if names == ["new-pull"] {
+                Ok(())
+            } else {
+                Err(names)
+            }
         })
         .await;
     }
@@ -63,10 +71,17 @@ async fn deletion_with_delete_removes_copies_and_our_entries_only() {
         )
         .await
         .unwrap();
-    put_secret(&client, &secret_object(ns, "unrelated", "Opaque", &[("k", b"v")])).await;
+    put_secret(
+        &client,
+        &secret_object(ns, "unrelated", "Opaque", &[("k", b"v")]),
+    )
+    .await;
     delete_credential(&client, &s.name).await;
     for ns in &s.namespaces {
-        assert!(get_secret(&client, ns, &s.name).await.is_none(), "copy deleted in {ns}");
+        assert!(
+            get_secret(&client, ns, &s.name).await.is_none(),
+            "copy deleted in {ns}"
+        );
     }
     let sa = get_sa(&client, ns, "default").await.unwrap();
     assert_eq!(pull_secret_names(&sa), ["before", "after"]);
@@ -84,12 +99,24 @@ async fn deletion_with_orphan_leaves_copies_working() {
     // Long enough for the garbage collector to act if an ownerReference were left behind.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let copy = get_secret(&client, ns, &s.name).await.expect("copy kept");
-    assert!(!copy.labels().contains_key(MANAGED_BY_LABEL) && !copy.labels().contains_key(CREDENTIAL_LABEL));
+    assert!(
+        !copy.labels().contains_key(MANAGED_BY_LABEL)
+            && !copy.labels().contains_key(CREDENTIAL_LABEL)
+    );
     assert!(copy.owner_references().is_empty());
-    assert!(String::from_utf8_lossy(&copy.data.unwrap()[".dockerconfigjson"].0).contains(&s.password));
+    assert!(
+        String::from_utf8_lossy(&copy.data.unwrap()[".dockerconfigjson"].0).contains(&s.password)
+    );
     let sa = get_sa(&client, ns, "default").await.unwrap();
-    assert_eq!(pull_secret_names(&sa), [s.name.clone()], "entry kept working");
-    assert!(!sa.annotations().contains_key(PULL_SECRETS_ANNOTATION), "our marking removed");
+    assert_eq!(
+        pull_secret_names(&sa),
+        [s.name.as_str()],
+        "entry kept working"
+    );
+    assert!(
+        !sa.annotations().contains_key(PULL_SECRETS_ANNOTATION),
+        "our marking removed"
+    );
 }
 
 #[tokio::test]
@@ -98,14 +125,18 @@ async fn suspend_makes_no_writes_and_still_reports_targets() {
     let s = setup(&client, "suspend", 2, json!({"suspend": true})).await;
     let rc = wait_ready_reason(&client, &s.name, "Suspended").await;
     assert_eq!(rc.status.unwrap().target_namespaces, 2);
-    stays("no copies while suspended", Duration::from_secs(2), || async {
-        for ns in &s.namespaces {
-            if get_secret(&client, ns, &s.name).await.is_some() {
-                return Err(ns.clone());
+    stays(
+        "no copies while suspended",
+        Duration::from_secs(2),
+        || async {
+            for ns in &s.namespaces {
+                if get_secret(&client, ns, &s.name).await.is_some() {
+                    return Err(ns.clone());
+                }
             }
-        }
-        Ok(())
-    })
+            Ok(())
+        },
+    )
     .await;
     patch_spec(&client, &s.name, json!({"suspend": false})).await;
     wait_synced(&client, &s.name).await;
@@ -113,10 +144,21 @@ async fn suspend_makes_no_writes_and_still_reports_targets() {
     patch_spec(&client, &s.name, json!({"suspend": true})).await;
     wait_ready_reason(&client, &s.name, "Suspended").await;
     let new_pw = rotate(&client, &s.source).await;
-    stays("copies unchanged while suspended", Duration::from_secs(2), || async {
-        let copy = get_secret(&client, &s.namespaces[0], &s.name).await.unwrap();
-        let text = String::from_utf8_lossy(&copy.data.unwrap()[".dockerconfigjson"].0).to_string();
-        if text.contains(&new_pw) { Err("rotated while suspended") } else { Ok(()) }
-    })
+    stays(
+        "copies unchanged while suspended",
+        Duration::from_secs(2),
+        || async {
+            let copy = get_secret(&client, &s.namespaces[0], &s.name)
+                .await
+                .unwrap();
+            let text =
+                String::from_utf8_lossy(&copy.data.unwrap()[".dockerconfigjson"].0).to_string();
+            if text.contains(&new_pw) {
+                Err("rotated while suspended")
+            } else {
+                Ok(())
+            }
+        },
+    )
     .await;
 }

@@ -29,10 +29,18 @@ async fn set_entries(client: &Client, ns: &str, sa: &str, names: &[&str]) {
 }
 
 async fn wait_entries(client: &Client, ns: &str, sa: &str, expected: &[&str]) {
-    wait_for(&format!("{ns}/{sa} imagePullSecrets == {expected:?}"), TIMEOUT, || async {
-        let names = pull_secret_names(&get_sa(client, ns, sa).await.unwrap());
-        if names == expected { Ok(()) } else { Err(names) }
-    })
+    wait_for(
+        &format!("{ns}/{sa} imagePullSecrets == {expected:?}"),
+        TIMEOUT,
+        || async {
+            let names = pull_secret_names(&get_sa(client, ns, sa).await.unwrap());
+            if names == expected {
+                Ok(())
+            } else {
+                Err(names)
+            }
+        },
+    )
     .await;
 }
 
@@ -65,12 +73,27 @@ async fn foreign_entries_survive_a_concurrent_writer() {
             while !stop.load(Ordering::Relaxed) {
                 let sa = api.get("default").await.unwrap();
                 let mut list = sa.image_pull_secrets.clone().unwrap_or_default();
-                let (add, name) = if mine.len() < 3 || i % 2 == 0 { (true, format!("writer-{i}")) } else { (false, mine[0].clone()) };
-                if add { list.push(LocalObjectReference { name: name.clone() }) } else { list.retain(|r| r.name != name) }
+                let (add, name) = if mine.len() < 3 || i % 2 == 0 {
+                    (true, format!("writer-{i}"))
+                } else {
+                    (false, mine[0].clone())
+                };
+                if add {
+                    list.push(LocalObjectReference { name: name.clone() })
+                } else {
+                    list.retain(|r| r.name != name)
+                }
                 let patch = json!({"metadata": {"resourceVersion": sa.metadata.resource_version}, "imagePullSecrets": list});
-                match api.patch("default", &PatchParams::default(), &Patch::Merge(patch)).await {
+                match api
+                    .patch("default", &PatchParams::default(), &Patch::Merge(patch))
+                    .await
+                {
                     Ok(_) => {
-                        if add { mine.push(name) } else { mine.retain(|n| *n != name) }
+                        if add {
+                            mine.push(name)
+                        } else {
+                            mine.retain(|n| *n != name)
+                        }
                         i += 1;
                     }
                     Err(kube::Error::Api(s)) if s.code == 409 => {}
@@ -99,13 +122,28 @@ async fn foreign_entries_survive_a_concurrent_writer() {
     wait_synced(&client, &name).await;
 
     let names = pull_secret_names(&get_sa(&client, &ns, "default").await.unwrap());
-    assert_eq!(&names[..2], ["foreign-a", "foreign-b"], "foreign entries keep their place: {names:?}");
+    assert_eq!(
+        &names[..2],
+        ["foreign-a", "foreign-b"],
+        "foreign entries keep their place: {names:?}"
+    );
     for w in &writers {
-        assert!(names.contains(w), "the other writer's entry {w} was lost: {names:?}");
+        assert!(
+            names.contains(w),
+            "the other writer's entry {w} was lost: {names:?}"
+        );
     }
-    assert_eq!(names.iter().filter(|n| *n == "renamed-pull").count(), 1, "ours exactly once: {names:?}");
+    assert_eq!(
+        names.iter().filter(|n| *n == "renamed-pull").count(),
+        1,
+        "ours exactly once: {names:?}"
+    );
     assert!(!names.contains(&name), "the old entry is gone: {names:?}");
-    assert_eq!(names.len(), 2 + writers.len() + 1, "nothing else: {names:?}");
+    assert_eq!(
+        names.len(),
+        2 + writers.len() + 1,
+        "nothing else: {names:?}"
+    );
 }
 
 #[tokio::test]
@@ -114,8 +152,17 @@ async fn wildcard_patches_service_accounts_created_later() {
     let s = setup(&client, "sa-star", 1, json!({"serviceAccounts": ["*"]})).await;
     let ns = &s.namespaces[0];
     wait_synced(&client, &s.name).await;
-    let sa = ServiceAccount { metadata: ObjectMeta { name: Some("builder".into()), ..Default::default() }, ..Default::default() };
-    Api::<ServiceAccount>::namespaced(client.clone(), ns).create(&PostParams::default(), &sa).await.unwrap();
+    let sa = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some("builder".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &sa)
+        .await
+        .unwrap();
     wait_sa_lists(&client, ns, "builder", &s.name).await;
     wait_sa_lists(&client, ns, "default", &s.name).await;
     let rc = wait_synced(&client, &s.name).await;
@@ -127,8 +174,17 @@ async fn changing_service_accounts_moves_our_entries() {
     let client = admin().await;
     let s = setup(&client, "sa-move", 1, json!({})).await;
     let ns = &s.namespaces[0];
-    let sa = ServiceAccount { metadata: ObjectMeta { name: Some("builder".into()), ..Default::default() }, ..Default::default() };
-    Api::<ServiceAccount>::namespaced(client.clone(), ns).create(&PostParams::default(), &sa).await.unwrap();
+    let sa = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some("builder".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &sa)
+        .await
+        .unwrap();
     set_entries(&client, ns, "builder", &["keep-me"]).await;
     wait_sa_lists(&client, ns, "default", &s.name).await;
 
@@ -139,6 +195,9 @@ async fn changing_service_accounts_moves_our_entries() {
     patch_spec(&client, &s.name, json!({"serviceAccounts": []})).await;
     wait_entries(&client, ns, "builder", &["keep-me"]).await;
     let rc = wait_synced(&client, &s.name).await;
-    assert!(get_secret(&client, ns, &s.name).await.is_some(), "[] still copies the Secret");
+    assert!(
+        get_secret(&client, ns, &s.name).await.is_some(),
+        "[] still copies the Secret"
+    );
     assert_eq!(rc.status.unwrap().patched_service_accounts, 0);
 }

@@ -13,7 +13,11 @@ use crate::support::*;
 async fn rotation_reaches_every_copy() {
     let client = admin().await;
     let s = setup(&client, "rotate", 3, json!({})).await;
-    let before = wait_synced(&client, &s.name).await.status.unwrap().synced_source_version;
+    let before = wait_synced(&client, &s.name)
+        .await
+        .status
+        .unwrap()
+        .synced_source_version;
     let new_pw = rotate(&client, &s.source).await;
     for ns in &s.namespaces {
         wait_copy(&client, ns, &s.name, &new_pw).await;
@@ -25,7 +29,10 @@ async fn rotation_reaches_every_copy() {
     })
     .await;
     let source = get_secret(&client, SOURCE_NS, &s.source).await.unwrap();
-    assert_eq!(rc.status.unwrap().synced_source_version, source.metadata.resource_version);
+    assert_eq!(
+        rc.status.unwrap().synced_source_version,
+        source.metadata.resource_version
+    );
     wait_event(&client, &s.name, "Rotated").await;
     assert_nothing_leaked(&client, &s.name, &[&s.password, &new_pw]).await;
 }
@@ -36,7 +43,11 @@ async fn registries_source_matches_kubectl_and_follows_password_rotation() {
     ensure_namespace(&client, SOURCE_NS).await;
     let token = unique("token");
     let pw = password();
-    put_secret(&client, &secret_object(SOURCE_NS, &token, "Opaque", &[("password", pw.as_bytes())])).await;
+    put_secret(
+        &client,
+        &secret_object(SOURCE_NS, &token, "Opaque", &[("password", pw.as_bytes())]),
+    )
+    .await;
     let s = setup(
         &client,
         "logins",
@@ -57,10 +68,23 @@ async fn registries_source_matches_kubectl_and_follows_password_rotation() {
             "username": "robot", "password": pw, "email": "ops@example.com",
             "auth": base64::engine::general_purpose::STANDARD.encode(format!("robot:{pw}")),
         }}});
-        assert_eq!(secret_config(&copy), expected, "what `kubectl create secret docker-registry` produces");
+        assert_eq!(
+            secret_config(&copy),
+            expected,
+            "what `kubectl create secret docker-registry` produces"
+        );
     }
     let new_pw = password();
-    put_secret(&client, &secret_object(SOURCE_NS, &token, "Opaque", &[("password", new_pw.as_bytes())])).await;
+    put_secret(
+        &client,
+        &secret_object(
+            SOURCE_NS,
+            &token,
+            "Opaque",
+            &[("password", new_pw.as_bytes())],
+        ),
+    )
+    .await;
     for ns in &s.namespaces {
         wait_copy(&client, ns, &s.name, &new_pw).await;
     }
@@ -74,22 +98,68 @@ async fn legacy_dockercfg_and_opaque_sources_are_accepted() {
     let pw = password();
     let legacy = unique("legacy");
     let cfg = json!({"old.example.com": {"username": "u", "password": pw}}).to_string();
-    put_secret(&client, &secret_object(SOURCE_NS, &legacy, "kubernetes.io/dockercfg", &[(".dockercfg", cfg.as_bytes())])).await;
-    let s = setup(&client, "legacy", 1, json!({"source": {"secretRef": {"namespace": SOURCE_NS, "name": legacy}}})).await;
+    put_secret(
+        &client,
+        &secret_object(
+            SOURCE_NS,
+            &legacy,
+            "kubernetes.io/dockercfg",
+            &[(".dockercfg", cfg.as_bytes())],
+        ),
+    )
+    .await;
+    let s = setup(
+        &client,
+        "legacy",
+        1,
+        json!({"source": {"secretRef": {"namespace": SOURCE_NS, "name": legacy}}}),
+    )
+    .await;
     wait_synced(&client, &s.name).await;
-    let copy = get_secret(&client, &s.namespaces[0], &s.name).await.unwrap();
-    assert_eq!(copy.type_.as_deref(), Some("kubernetes.io/dockerconfigjson"));
-    assert_eq!(secret_config(&copy)["auths"]["old.example.com"]["username"], "u", "converted to auths");
+    let copy = get_secret(&client, &s.namespaces[0], &s.name)
+        .await
+        .unwrap();
+    assert_eq!(
+        copy.type_.as_deref(),
+        Some("kubernetes.io/dockerconfigjson")
+    );
+    assert_eq!(
+        secret_config(&copy)["auths"]["old.example.com"]["username"],
+        "u",
+        "converted to auths"
+    );
 
     // Opaque with a .dockerconfigjson key (as External Secrets writes it).
     let opaque = unique("opaque");
     let config = docker_config("registry.example.com", "robot", &pw);
-    put_secret(&client, &secret_object(SOURCE_NS, &opaque, "Opaque", &[(".dockerconfigjson", config.as_bytes())])).await;
-    patch_spec(&client, &s.name, json!({"source": {"secretRef": {"namespace": SOURCE_NS, "name": opaque}}})).await;
+    put_secret(
+        &client,
+        &secret_object(
+            SOURCE_NS,
+            &opaque,
+            "Opaque",
+            &[(".dockerconfigjson", config.as_bytes())],
+        ),
+    )
+    .await;
+    patch_spec(
+        &client,
+        &s.name,
+        json!({"source": {"secretRef": {"namespace": SOURCE_NS, "name": opaque}}}),
+    )
+    .await;
     wait_for("the copy to follow the new source", TIMEOUT, || async {
-        let copy = get_secret(&client, &s.namespaces[0], &s.name).await.unwrap();
+        let copy = get_secret(&client, &s.namespaces[0], &s.name)
+            .await
+            .unwrap();
         let v = secret_config(&copy);
-        if v["auths"]["registry.example.com"]["username"] == "robot" { Ok(()) } else { Err(v["auths"].as_object().map(|m| m.keys().cloned().collect::<Vec<_>>())) }
+        if v["auths"]["registry.example.com"]["username"] == "robot" {
+            Ok(())
+        } else {
+            Err(v["auths"]
+                .as_object()
+                .map(|m| m.keys().cloned().collect::<Vec<_>>()))
+        }
     })
     .await;
     wait_synced(&client, &s.name).await;
@@ -103,12 +173,16 @@ async fn source_labels_and_annotations_are_not_copied() {
         .patch(
             &s.source,
             &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"team": "x"}, "annotations": {"note": "y"}}})),
+            &Patch::Merge(
+                json!({"metadata": {"labels": {"team": "x"}, "annotations": {"note": "y"}}}),
+            ),
         )
         .await
         .unwrap();
     wait_synced(&client, &s.name).await;
-    let copy = get_secret(&client, &s.namespaces[0], &s.name).await.unwrap();
+    let copy = get_secret(&client, &s.namespaces[0], &s.name)
+        .await
+        .unwrap();
     assert!(!copy.labels().contains_key("team"));
     assert!(!copy.annotations().contains_key("note"));
 }

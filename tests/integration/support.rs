@@ -114,7 +114,10 @@ where
     let start = Instant::now();
     while start.elapsed() < period {
         if let Err(seen) = check().await {
-            panic!("expected {what} to hold for {period:?}, but after {:?}: {seen:?}", start.elapsed());
+            panic!(
+                "expected {what} to hold for {period:?}, but after {:?}: {seen:?}",
+                start.elapsed()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -122,7 +125,13 @@ where
 
 pub async fn ensure_namespace(client: &Client, name: &str) {
     let api: Api<Namespace> = Api::all(client.clone());
-    let ns = Namespace { metadata: ObjectMeta { name: Some(name.into()), ..Default::default() }, ..Default::default() };
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
     match api.create(&PostParams::default(), &ns).await {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 409 => {}
@@ -137,29 +146,44 @@ pub async fn namespace(client: &Client, prefix: &str, labels: &[(&str, &str)]) -
     let ns = Namespace {
         metadata: ObjectMeta {
             name: Some(name.clone()),
-            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
             ..Default::default()
         },
         ..Default::default()
     };
-    api.create(&PostParams::default(), &ns).await.unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+    api.create(&PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
-    wait_for(&format!("default ServiceAccount in {name}"), TIMEOUT, || async {
-        match sas.get_opt("default").await {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => Err("absent".to_string()),
-            Err(e) => Err(e.to_string()),
-        }
-    })
+    wait_for(
+        &format!("default ServiceAccount in {name}"),
+        TIMEOUT,
+        || async {
+            match sas.get_opt("default").await {
+                Ok(Some(_)) => Ok(()),
+                Ok(None) => Err("absent".to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        },
+    )
     .await;
     name
 }
 
 pub async fn label_namespace(client: &Client, name: &str, key: &str, value: Option<&str>) {
     let api: Api<Namespace> = Api::all(client.clone());
-    api.patch(name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {key: value}}})))
-        .await
-        .unwrap_or_else(|e| panic!("labelling namespace {name}: {e}"));
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {key: value}}})),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("labelling namespace {name}: {e}"));
 }
 
 /// A test password carrying [`SECRET_MARKER`].
@@ -176,9 +200,17 @@ pub fn docker_config(server: &str, user: &str, password: &str) -> String {
 
 pub fn secret_object(ns: &str, name: &str, type_: &str, data: &[(&str, &[u8])]) -> Secret {
     Secret {
-        metadata: ObjectMeta { name: Some(name.into()), namespace: Some(ns.into()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        },
         type_: Some(type_.into()),
-        data: Some(data.iter().map(|(k, v)| (k.to_string(), ByteString(v.to_vec()))).collect()),
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.to_vec())))
+                .collect(),
+        ),
         ..Default::default()
     }
 }
@@ -190,9 +222,13 @@ pub async fn put_secret(client: &Client, secret: &Secret) -> Secret {
     let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let mut body = secret.clone();
     body.metadata.managed_fields = None;
-    api.patch(&name, &PatchParams::apply("regcred-tests").force(), &Patch::Apply(&body))
-        .await
-        .unwrap_or_else(|e| panic!("writing Secret {ns}/{name}: {e}"))
+    api.patch(
+        &name,
+        &PatchParams::apply("regcred-tests").force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("writing Secret {ns}/{name}: {e}"))
 }
 
 /// A valid dockerconfigjson source Secret in [`SOURCE_NS`]; returns its name and password.
@@ -203,7 +239,12 @@ pub async fn source_secret(client: &Client) -> (String, String) {
     let config = docker_config("registry.example.com", "robot", &pw);
     put_secret(
         client,
-        &secret_object(SOURCE_NS, &name, "kubernetes.io/dockerconfigjson", &[(".dockerconfigjson", config.as_bytes())]),
+        &secret_object(
+            SOURCE_NS,
+            &name,
+            "kubernetes.io/dockerconfigjson",
+            &[(".dockerconfigjson", config.as_bytes())],
+        ),
     )
     .await;
     (name, pw)
@@ -213,21 +254,34 @@ pub fn spec_from(value: serde_json::Value) -> RegistryCredentialSpec {
     serde_json::from_value(value).expect("valid spec")
 }
 
-pub async fn create_credential(client: &Client, name: &str, spec: serde_json::Value) -> RegistryCredential {
+pub async fn create_credential(
+    client: &Client,
+    name: &str,
+    spec: serde_json::Value,
+) -> RegistryCredential {
     let api: Api<RegistryCredential> = Api::all(client.clone());
     let rc = RegistryCredential::new(name, spec_from(spec));
-    api.create(&PostParams::default(), &rc).await.unwrap_or_else(|e| panic!("creating RegistryCredential {name}: {e}"))
+    api.create(&PostParams::default(), &rc)
+        .await
+        .unwrap_or_else(|e| panic!("creating RegistryCredential {name}: {e}"))
 }
 
 pub async fn patch_spec(client: &Client, name: &str, spec: serde_json::Value) {
     let api: Api<RegistryCredential> = Api::all(client.clone());
-    api.patch(name, &PatchParams::default(), &Patch::Merge(json!({ "spec": spec })))
-        .await
-        .unwrap_or_else(|e| panic!("patching RegistryCredential {name}: {e}"));
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": spec })),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("patching RegistryCredential {name}: {e}"));
 }
 
 pub async fn credential(client: &Client, name: &str) -> RegistryCredential {
-    Api::<RegistryCredential>::all(client.clone()).get(name).await.expect("RegistryCredential")
+    Api::<RegistryCredential>::all(client.clone())
+        .get(name)
+        .await
+        .expect("RegistryCredential")
 }
 
 /// The Ready condition as `(status, reason, message)`.
@@ -245,13 +299,17 @@ pub fn ready(rc: &RegistryCredential) -> Option<(String, String, String)> {
 
 /// Waits until the credential's Ready condition (for its current generation) has `reason`.
 pub async fn wait_ready_reason(client: &Client, name: &str, reason: &str) -> RegistryCredential {
-    wait_for(&format!("RegistryCredential {name} Ready reason {reason}"), TIMEOUT, || async {
-        let rc = credential(client, name).await;
-        match ready(&rc) {
-            Some((_, r, _)) if r == reason => Ok(rc),
-            other => Err(other),
-        }
-    })
+    wait_for(
+        &format!("RegistryCredential {name} Ready reason {reason}"),
+        TIMEOUT,
+        || async {
+            let rc = credential(client, name).await;
+            match ready(&rc) {
+                Some((_, r, _)) if r == reason => Ok(rc),
+                other => Err(other),
+            }
+        },
+    )
     .await
 }
 
@@ -262,15 +320,25 @@ pub async fn wait_synced(client: &Client, name: &str) -> RegistryCredential {
 }
 
 pub async fn get_secret(client: &Client, ns: &str, name: &str) -> Option<Secret> {
-    Api::<Secret>::namespaced(client.clone(), ns).get_opt(name).await.expect("reading Secret")
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .expect("reading Secret")
 }
 
 pub async fn get_sa(client: &Client, ns: &str, name: &str) -> Option<ServiceAccount> {
-    Api::<ServiceAccount>::namespaced(client.clone(), ns).get_opt(name).await.expect("reading ServiceAccount")
+    Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .expect("reading ServiceAccount")
 }
 
 pub fn pull_secret_names(sa: &ServiceAccount) -> Vec<String> {
-    sa.image_pull_secrets.iter().flatten().map(|r| r.name.clone()).collect()
+    sa.image_pull_secrets
+        .iter()
+        .flatten()
+        .map(|r| r.name.clone())
+        .collect()
 }
 
 pub fn secret_config(secret: &Secret) -> serde_json::Value {
@@ -280,47 +348,70 @@ pub fn secret_config(secret: &Secret) -> serde_json::Value {
 
 /// Waits until `ns` has Secret `name` with `password` in it and `sa` lists it.
 pub async fn wait_copy(client: &Client, ns: &str, name: &str, password: &str) -> Secret {
-    wait_for(&format!("Secret {ns}/{name} with the current password"), TIMEOUT, || async {
-        match get_secret(client, ns, name).await {
-            Some(s) if String::from_utf8_lossy(&s.data.as_ref().unwrap()[".dockerconfigjson"].0).contains(password) => {
-                Ok(s)
+    wait_for(
+        &format!("Secret {ns}/{name} with the current password"),
+        TIMEOUT,
+        || async {
+            match get_secret(client, ns, name).await {
+                Some(s)
+                    if String::from_utf8_lossy(
+                        &s.data.as_ref().unwrap()[".dockerconfigjson"].0,
+                    )
+                    .contains(password) =>
+                {
+                    Ok(s)
+                }
+                Some(_) => Err("present, other content"),
+                None => Err("absent"),
             }
-            Some(_) => Err("present, other content"),
-            None => Err("absent"),
-        }
-    })
+        },
+    )
     .await
 }
 
 pub async fn wait_sa_lists(client: &Client, ns: &str, sa: &str, secret: &str) -> ServiceAccount {
-    wait_for(&format!("ServiceAccount {ns}/{sa} listing {secret}"), TIMEOUT, || async {
-        match get_sa(client, ns, sa).await {
-            Some(s) if pull_secret_names(&s).contains(&secret.to_string()) => Ok(s),
-            other => Err(other.map(|s| pull_secret_names(&s))),
-        }
-    })
+    wait_for(
+        &format!("ServiceAccount {ns}/{sa} listing {secret}"),
+        TIMEOUT,
+        || async {
+            match get_sa(client, ns, sa).await {
+                Some(s) if pull_secret_names(&s).contains(&secret.to_string()) => Ok(s),
+                other => Err(other.map(|s| pull_secret_names(&s))),
+            }
+        },
+    )
     .await
 }
 
 pub async fn wait_secret_gone(client: &Client, ns: &str, name: &str) {
-    wait_for(&format!("Secret {ns}/{name} to be deleted"), TIMEOUT, || async {
-        match get_secret(client, ns, name).await {
-            None => Ok(()),
-            Some(s) => Err(s.labels().clone()),
-        }
-    })
+    wait_for(
+        &format!("Secret {ns}/{name} to be deleted"),
+        TIMEOUT,
+        || async {
+            match get_secret(client, ns, name).await {
+                None => Ok(()),
+                Some(s) => Err(s.labels().clone()),
+            }
+        },
+    )
     .await
 }
 
 pub async fn delete_credential(client: &Client, name: &str) {
     let api: Api<RegistryCredential> = Api::all(client.clone());
-    api.delete(name, &DeleteParams::default()).await.expect("deleting RegistryCredential");
-    wait_for(&format!("RegistryCredential {name} to be gone"), TIMEOUT, || async {
-        match api.get_opt(name).await.expect("reading") {
-            None => Ok(()),
-            Some(rc) => Err(rc.metadata.finalizers),
-        }
-    })
+    api.delete(name, &DeleteParams::default())
+        .await
+        .expect("deleting RegistryCredential");
+    wait_for(
+        &format!("RegistryCredential {name} to be gone"),
+        TIMEOUT,
+        || async {
+            match api.get_opt(name).await.expect("reading") {
+                None => Ok(()),
+                Some(rc) => Err(rc.metadata.finalizers),
+            }
+        },
+    )
     .await;
 }
 
@@ -333,17 +424,26 @@ pub async fn events_for(client: &Client, name: &str) -> Vec<Event> {
         .items
         .into_iter()
         .filter(|e| {
-            e.regarding.as_ref().is_some_and(|r| r.kind.as_deref() == Some("RegistryCredential") && r.name.as_deref() == Some(name))
+            e.regarding.as_ref().is_some_and(|r| {
+                r.kind.as_deref() == Some("RegistryCredential") && r.name.as_deref() == Some(name)
+            })
         })
         .collect()
 }
 
 pub async fn wait_event(client: &Client, name: &str, reason: &str) -> Event {
-    wait_for(&format!("an Event {reason} about RegistryCredential {name}"), TIMEOUT, || async {
-        let events = events_for(client, name).await;
-        let reasons: Vec<_> = events.iter().filter_map(|e| e.reason.clone()).collect();
-        events.into_iter().find(|e| e.reason.as_deref() == Some(reason)).ok_or(reasons)
-    })
+    wait_for(
+        &format!("an Event {reason} about RegistryCredential {name}"),
+        TIMEOUT,
+        || async {
+            let events = events_for(client, name).await;
+            let reasons: Vec<_> = events.iter().filter_map(|e| e.reason.clone()).collect();
+            events
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some(reason))
+                .ok_or(reasons)
+        },
+    )
     .await
 }
 
@@ -357,21 +457,36 @@ pub async fn assert_nothing_leaked(client: &Client, name: &str, passwords: &[&st
         let b64 = base64::engine::general_purpose::STANDARD.encode(pw);
         for text in [&status, &events] {
             assert!(!text.contains(pw), "password of {name} leaked: {text}");
-            assert!(!text.contains(&b64), "base64 password of {name} leaked: {text}");
+            assert!(
+                !text.contains(&b64),
+                "base64 password of {name} leaked: {text}"
+            );
         }
     }
-    assert!(!status.contains(SECRET_MARKER) && !events.contains(SECRET_MARKER), "marker leaked: {status} {events}");
+    assert!(
+        !status.contains(SECRET_MARKER) && !events.contains(SECRET_MARKER),
+        "marker leaked: {status} {events}"
+    );
 }
 
 /// A client that authenticates as `namespace/name` with a TokenRequest token.
 pub async fn client_as_service_account(admin: &Client, namespace: &str, name: &str) -> Client {
     let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
     let req = TokenRequest {
-        spec: Some(TokenRequestSpec { audiences: None, expiration_seconds: Some(3600), bound_object_ref: None }),
+        spec: Some(TokenRequestSpec {
+            audiences: None,
+            expiration_seconds: Some(3600),
+            bound_object_ref: None,
+        }),
         ..Default::default()
     };
     let token = sas
-        .create_subresource::<TokenRequest, TokenRequest>("token", name, &PostParams::default(), &req)
+        .create_subresource::<TokenRequest, TokenRequest>(
+            "token",
+            name,
+            &PostParams::default(),
+            &req,
+        )
         .await
         .unwrap_or_else(|e| panic!("TokenRequest for {namespace}/{name}: {e}"))
         .status
@@ -379,13 +494,21 @@ pub async fn client_as_service_account(admin: &Client, namespace: &str, name: &s
         .token
         .expect("token");
     let kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("kubeconfig");
-    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("config");
-    config.auth_info = kube::config::AuthInfo { token: Some(token.into()), ..Default::default() };
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("config");
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.into()),
+        ..Default::default()
+    };
     Client::try_from(config).expect("client")
 }
 
 pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// A credential selecting `n` fresh namespaces through a unique label, from a fresh source Secret.
@@ -415,7 +538,13 @@ pub async fn setup(client: &Client, prefix: &str, n: usize, extra: serde_json::V
         spec[k] = v.clone();
     }
     create_credential(client, &name, spec).await;
-    Setup { name, key, namespaces, source, password }
+    Setup {
+        name,
+        key,
+        namespaces,
+        source,
+        password,
+    }
 }
 
 /// Rewrites the source Secret of a setup with a new password; returns it.
@@ -424,7 +553,12 @@ pub async fn rotate(client: &Client, source: &str) -> String {
     let config = docker_config("registry.example.com", "robot", &pw);
     put_secret(
         client,
-        &secret_object(SOURCE_NS, source, "kubernetes.io/dockerconfigjson", &[(".dockerconfigjson", config.as_bytes())]),
+        &secret_object(
+            SOURCE_NS,
+            source,
+            "kubernetes.io/dockerconfigjson",
+            &[(".dockerconfigjson", config.as_bytes())],
+        ),
     )
     .await;
     pw

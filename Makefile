@@ -1,0 +1,45 @@
+# regcred-operator: see README.md. `make demo` and `make test` are the two entry points.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+CLUSTER_DIR ?= $(CURDIR)/.cluster
+
+.PHONY: help deps build lint unit integration test cluster-up cluster-down demo crd
+
+help:
+	@echo "make demo          build, start a local control plane, install the CRD, apply examples/, run the operator"
+	@echo "make test          fmt, clippy, unit tests and integration tests on a private local control plane"
+	@echo "make cluster-up    start the local control plane (admin kubeconfig: .cluster/kubeconfig)"
+	@echo "make cluster-down  stop it"
+	@echo "make crd           regenerate crds/registrycredential.yaml from the Rust types"
+
+## Installs what the build and the tests need (Debian packages, Rust components); quick when present.
+deps:
+	@hack/install-deps.sh
+
+build: deps
+	cargo build --bins
+
+lint: deps
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+unit: deps
+	cargo test --lib --bins
+
+integration: deps
+	tests/run-integration.sh
+
+test: lint unit integration
+
+crd:
+	cargo run --quiet -- crd > crds/registrycredential.yaml
+
+cluster-up: deps
+	tests/controlplane/cluster.sh up $(CLUSTER_DIR)
+	@echo "kubectl of the same version: export PATH=$$(tests/controlplane/build.sh 2>/dev/null | tail -n1):\$$PATH"
+
+cluster-down:
+	tests/controlplane/cluster.sh down $(CLUSTER_DIR)
+
+demo: build
+	hack/demo.sh $(CLUSTER_DIR)

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what `make test` needs on a fresh Debian machine, and nothing when it is all there:
+# Debian packages (curl, openssl, python3, setsid from util-linux), the Rust components rustfmt and
+# clippy, and checks for Go >= 1.26 (the local control plane is built from Go modules).
+set -euo pipefail
+log() { echo "[deps] $*" >&2; }
+
+missing=()
+for pair in curl:curl openssl:openssl python3:python3 setsid:util-linux; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair##*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    log "missing: ${missing[*]}; install them with your package manager (e.g. sudo apt-get install ${missing[*]})"
+    exit 1
+  fi
+fi
+
+command -v cargo >/dev/null || { log "Rust is not installed: see https://rustup.rs"; exit 1; }
+if command -v rustup >/dev/null; then
+  for c in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$c" || { log "adding rustup component $c"; rustup component add "$c" >/dev/null; }
+  done
+fi
+
+if ! command -v go >/dev/null; then
+  log "Go is not installed: the local control plane is built from Go modules and needs Go >= 1.26"
+  exit 1
+fi
