@@ -17,6 +17,7 @@ use crate::{
     context::Context,
     crd::{CREDENTIAL_LABEL, ConflictPolicy, MANAGED_BY_LABEL, MANAGER},
     error::{Error, namespace_terminating, status_code},
+    overlay,
     plan::{self, CleanupPlan, Owner, Ownership, Plan, SaChange, SecretStep, TargetPlan},
     service_accounts,
     source::{DOCKER_CONFIG_JSON_TYPE, DOCKERCFG_TYPE},
@@ -405,12 +406,14 @@ async fn cleanup(ctx: &Context, owner: &Owner, c: CleanupPlan) -> Result<(), Fai
             ..Default::default()
         };
         match api.delete(&name, &dp).await {
-            Ok(_) => {
+            Ok(response) => {
                 debug!(namespace = %ns, secret = %name, "deleted Secret");
-                ctx.secret_writes.deleted(secret.as_ref());
+                let version = response.left().as_ref().and_then(overlay::resource_version);
+                ctx.secret_writes.deleted(secret.as_ref(), version);
             }
             Err(e) if matches!(status_code(&e), Some(404) | Some(409)) => {
-                ctx.secret_writes.deleted(secret.as_ref()); // gone, or no longer the one we made
+                // Gone already, or no longer the object we made: the watch will tell.
+                ctx.secret_writes.forget(&ns, &name);
             }
             Err(e) => return Err(fail(Error::api("deleting", "Secret", &ns, &name, e))),
         }

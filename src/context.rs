@@ -86,8 +86,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
-    pub secret_writes: Overlay<Secret>,
-    pub sa_writes: Overlay<ServiceAccount>,
+    pub secret_writes: Arc<Overlay<Secret>>,
+    pub sa_writes: Arc<Overlay<ServiceAccount>>,
     /// `(namespace, name)` of foreign same-name Secrets found, with when and why.
     pub conflicts: Mutex<HashMap<(String, String), (Instant, String)>>,
     /// Consecutive failures per credential, for backoff; reset on success.

@@ -33,6 +33,7 @@ use crate::{
     error::Error,
     http::Health,
     metrics::Metrics,
+    overlay::Overlay,
     plan::{self, Desired, Owner},
     service_accounts,
     source::{self, ResolvedSource},
@@ -64,6 +65,10 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
     .reflect(ns_writer)
     .touched_objects();
 
+    // Our writes, laid over the caches until each watch has delivered them.
+    let secret_writes = Arc::new(Overlay::<Secret>::default());
+    let sa_writes = Arc::new(Overlay::<ServiceAccount>::default());
+
     // ServiceAccounts: full objects (imagePullSecrets is not metadata); they are small.
     let (service_accounts, sa_writer) = reflector::store();
     let sa_events = watcher(
@@ -72,6 +77,14 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
     )
     .default_backoff()
     .modify(|sa| sa.managed_fields_mut().clear())
+    .inspect({
+        let overlay = sa_writes.clone();
+        move |e| {
+            if let Ok(e) = e {
+                overlay.observe(e)
+            }
+        }
+    })
     .reflect(sa_writer)
     .touched_objects();
 
@@ -83,6 +96,14 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
     let secret_events = watcher(Api::<Secret>::all(client.clone()), managed)
         .default_backoff()
         .modify(|s| s.managed_fields_mut().clear())
+        .inspect({
+            let overlay = secret_writes.clone();
+            move |e| {
+                if let Ok(e) = e {
+                    overlay.observe(e)
+                }
+            }
+        })
         .reflect(secret_writer)
         .touched_objects();
 
@@ -128,8 +149,8 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
         recorder,
         metrics,
         settings,
-        secret_writes: Default::default(),
-        sa_writes: Default::default(),
+        secret_writes,
+        sa_writes,
         conflicts: Mutex::default(),
         failures: Mutex::default(),
     });

@@ -2,38 +2,59 @@
 //!
 //! A reflector learns of a write only when its watch event arrives, a moment after the write
 //! returned. A reconcile that runs in between would see the old object and write again. This
-//! overlay remembers the object each write returned (or that it was deleted) until the cache has
-//! caught up, which is decided by comparing resourceVersions: they are comparable integers (etcd
-//! revisions; a documented guarantee since Kubernetes 1.35). An entry the cache has caught up with
-//! is dropped when next read; a newer cached object (someone else's write) always wins.
+//! overlay remembers the object each write returned (or that we deleted it) until the watch has
+//! caught up with that write.
+//!
+//! "Caught up" is decided by the watch's watermark: the highest resourceVersion it has delivered.
+//! resourceVersions are comparable integers (etcd revisions; documented as comparable since
+//! Kubernetes 1.35) and a watch delivers them in order, so once the watermark reaches our write's
+//! version the cache reflects our write and everything before it, and is the truth again, including
+//! when someone deleted or changed the object right after us. A time limit backs this up for the
+//! case where no further event arrives after a watch restart.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
-use kube::Resource;
-use std::sync::Mutex;
+use kube::{Resource, runtime::watcher};
 
 type Key = (String, String); // namespace, name
 
-#[derive(Clone)]
+/// How long an entry may cover the cache at most.
+const MAX_AGE: Duration = Duration::from_secs(30);
+
 enum Written<K> {
     Object(Arc<K>),
-    /// Deleted; the resourceVersion is the one the object had when we deleted it.
-    Deleted(u64),
+    Deleted,
+}
+
+struct Entry<K> {
+    written: Written<K>,
+    /// resourceVersion of the write (for a deletion: the deletion's revision).
+    version: u64,
+    at: Instant,
 }
 
 pub struct Overlay<K> {
-    entries: Mutex<HashMap<Key, Written<K>>>,
+    entries: Mutex<HashMap<Key, Entry<K>>>,
+    watermark: AtomicU64,
 }
 
 impl<K> Default for Overlay<K> {
     fn default() -> Self {
         Self {
             entries: Mutex::new(HashMap::new()),
+            watermark: AtomicU64::new(0),
         }
     }
 }
 
-fn rv<K: Resource>(obj: &K) -> Option<u64> {
+pub fn resource_version<K: Resource>(obj: &K) -> Option<u64> {
     obj.meta()
         .resource_version
         .as_deref()
@@ -41,55 +62,66 @@ fn rv<K: Resource>(obj: &K) -> Option<u64> {
 }
 
 impl<K: Resource + Clone> Overlay<K> {
-    /// Records the object a create/update/patch returned.
-    pub fn wrote(&self, obj: K) {
-        let key = key_of(&obj);
-        self.entries
-            .lock()
-            .expect("overlay lock")
-            .insert(key, Written::Object(Arc::new(obj)));
-    }
-
-    /// Records that we deleted the object, last seen at `obj`'s resourceVersion.
-    pub fn deleted(&self, obj: &K) {
-        if let Some(v) = rv(obj) {
-            self.entries
-                .lock()
-                .expect("overlay lock")
-                .insert(key_of(obj), Written::Deleted(v));
+    /// Feeds the watch's events in; call it on the stream before the reflector.
+    pub fn observe(&self, event: &watcher::Event<K>) {
+        if let watcher::Event::Apply(obj)
+        | watcher::Event::Delete(obj)
+        | watcher::Event::InitApply(obj) = event
+            && let Some(v) = resource_version(obj)
+        {
+            self.watermark.fetch_max(v, Ordering::Relaxed);
         }
     }
 
-    /// The freshest view of `namespace/name`: the cached object unless our own write is newer.
+    /// Records the object a create/update/patch returned.
+    pub fn wrote(&self, obj: K) {
+        let Some(version) = resource_version(&obj) else {
+            return;
+        };
+        let key = key_of(&obj);
+        let entry = Entry {
+            written: Written::Object(Arc::new(obj)),
+            version,
+            at: Instant::now(),
+        };
+        self.entries
+            .lock()
+            .expect("overlay lock")
+            .insert(key, entry);
+    }
+
+    /// Records that we deleted the object; `version` is the deletion's revision when the API
+    /// returned it, else one past the last version we saw.
+    pub fn deleted(&self, obj: &K, version: Option<u64>) {
+        let Some(version) = version.or_else(|| resource_version(obj).map(|v| v + 1)) else {
+            return;
+        };
+        let entry = Entry {
+            written: Written::Deleted,
+            version,
+            at: Instant::now(),
+        };
+        self.entries
+            .lock()
+            .expect("overlay lock")
+            .insert(key_of(obj), entry);
+    }
+
+    /// The freshest view of `namespace/name`: the cached object unless our own write is newer than
+    /// anything the watch has delivered.
     pub fn view(&self, namespace: &str, name: &str, cached: Option<Arc<K>>) -> Option<Arc<K>> {
         let key = (namespace.to_string(), name.to_string());
         let mut entries = self.entries.lock().expect("overlay lock");
-        let Some(written) = entries.get(&key) else {
+        let Some(entry) = entries.get(&key) else {
             return cached;
         };
-        let cached_rv = cached.as_deref().and_then(rv);
-        let (ours, result) = match written {
-            Written::Object(obj) => (rv(obj.as_ref()), Some(obj.clone())),
-            Written::Deleted(v) => (Some(*v), None),
-        };
-        match (cached_rv, ours) {
-            // The cache has our write or something newer: it is the truth from now on. For a
-            // deletion, an object at the same version is the one we deleted: still stale.
-            (Some(c), Some(o)) if c > o || (c == o && matches!(written, Written::Object(_))) => {
-                entries.remove(&key);
-                cached
-            }
-            // Cache is behind our write (or has no object yet).
-            (_, Some(_)) => {
-                if cached.is_none() && matches!(written, Written::Deleted(_)) {
-                    entries.remove(&key); // the deletion reached the cache
-                }
-                result
-            }
-            _ => {
-                entries.remove(&key);
-                cached
-            }
+        if self.watermark.load(Ordering::Relaxed) >= entry.version || entry.at.elapsed() > MAX_AGE {
+            entries.remove(&key);
+            return cached;
+        }
+        match &entry.written {
+            Written::Object(obj) => Some(obj.clone()),
+            Written::Deleted => None,
         }
     }
 
@@ -124,11 +156,11 @@ mod tests {
     use k8s_openapi::api::core::v1::Secret;
     use kube::api::ObjectMeta;
 
-    fn secret(rv: &str, marker: &str) -> Secret {
+    fn secret(name: &str, rv: &str, marker: &str) -> Secret {
         Secret {
             metadata: ObjectMeta {
                 namespace: Some("ns".into()),
-                name: Some("s".into()),
+                name: Some(name.into()),
                 resource_version: Some(rv.into()),
                 labels: Some([("m".to_string(), marker.to_string())].into()),
                 ..Default::default()
@@ -145,41 +177,57 @@ mod tests {
     #[test]
     fn stale_cache_is_covered_by_our_write() {
         let o = Overlay::default();
-        o.wrote(secret("10", "ours"));
+        o.observe(&watcher::Event::Apply(secret("s", "9", "old")));
+        o.wrote(secret("s", "10", "ours"));
         assert_eq!(marker(&o.view("ns", "s", None)), Some("ours".into()));
         assert_eq!(
-            marker(&o.view("ns", "s", Some(Arc::new(secret("9", "old"))))),
+            marker(&o.view("ns", "s", Some(Arc::new(secret("s", "9", "old"))))),
             Some("ours".into())
         );
         assert_eq!(o.len(), 1);
     }
 
     #[test]
-    fn cache_that_caught_up_or_moved_on_wins_and_entry_is_dropped() {
+    fn once_the_watch_delivered_our_write_the_cache_wins() {
         let o = Overlay::default();
-        o.wrote(secret("10", "ours"));
+        o.wrote(secret("s", "10", "ours"));
+        o.observe(&watcher::Event::Apply(secret("s", "10", "cache")));
         assert_eq!(
-            marker(&o.view("ns", "s", Some(Arc::new(secret("10", "cache"))))),
+            marker(&o.view("ns", "s", Some(Arc::new(secret("s", "10", "cache"))))),
             Some("cache".into())
-        );
-        assert!(o.is_empty());
-        o.wrote(secret("10", "ours"));
-        assert_eq!(
-            marker(&o.view("ns", "s", Some(Arc::new(secret("12", "theirs"))))),
-            Some("theirs".into())
         );
         assert!(o.is_empty());
     }
 
     #[test]
-    fn deletion_hides_the_stale_object_until_the_cache_drops_it() {
+    fn deleted_by_someone_right_after_our_write_is_seen_as_deleted() {
         let o = Overlay::default();
-        o.deleted(&secret("10", "gone"));
+        o.wrote(secret("s", "10", "ours"));
+        // Our create and their delete both arrive; the cache holds nothing.
+        o.observe(&watcher::Event::Apply(secret("s", "10", "ours")));
+        o.observe(&watcher::Event::Delete(secret("s", "11", "ours")));
         assert_eq!(
-            o.view("ns", "s", Some(Arc::new(secret("10", "gone")))),
-            None
+            o.view("ns", "s", None),
+            None,
+            "must not claim the copy still exists"
         );
-        assert_eq!(o.len(), 1);
+    }
+
+    #[test]
+    fn an_event_of_another_object_past_our_version_also_proves_catch_up() {
+        let o = Overlay::default();
+        o.wrote(secret("s", "10", "ours"));
+        o.observe(&watcher::Event::Apply(secret("other", "12", "x")));
+        assert_eq!(o.view("ns", "s", None), None);
+    }
+
+    #[test]
+    fn deletion_hides_the_stale_object_until_the_watch_delivers_it() {
+        let o = Overlay::default();
+        let gone = secret("s", "10", "gone");
+        o.deleted(&gone, Some(11));
+        assert_eq!(o.view("ns", "s", Some(Arc::new(gone.clone()))), None);
+        o.observe(&watcher::Event::Delete(secret("s", "11", "gone")));
         assert_eq!(o.view("ns", "s", None), None);
         assert!(o.is_empty());
     }
@@ -187,9 +235,10 @@ mod tests {
     #[test]
     fn object_recreated_after_our_deletion_is_seen() {
         let o = Overlay::default();
-        o.deleted(&secret("10", "gone"));
+        o.deleted(&secret("s", "10", "gone"), Some(11));
+        o.observe(&watcher::Event::Apply(secret("s", "15", "new")));
         assert_eq!(
-            marker(&o.view("ns", "s", Some(Arc::new(secret("15", "new"))))),
+            marker(&o.view("ns", "s", Some(Arc::new(secret("s", "15", "new"))))),
             Some("new".into())
         );
     }

@@ -182,3 +182,94 @@ async fn run_without_crd_exits_with_install_hint() {
         "says how to install it: {stderr}"
     );
 }
+
+/// Runs the cluster script with a modified environment; returns (success, stderr, seconds).
+async fn cluster_script_with(args: &[&str], env: &[(&str, &str)]) -> (bool, String, f64) {
+    let start = std::time::Instant::now();
+    let mut cmd = tokio::process::Command::new(cluster_script());
+    cmd.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(std::time::Duration::from_secs(120), cmd.output())
+        .await
+        .expect("the script must fail fast, not hang")
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        start.elapsed().as_secs_f64(),
+    )
+}
+
+fn no_process_mentions(dir: &std::path::Path) {
+    let needle = dir.to_str().unwrap();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            assert!(
+                !cmdline.contains(needle) || cmdline.contains("cluster.sh"),
+                "orphan process left behind: {cmdline}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn cluster_up_fails_fast_on_a_taken_port_and_leaves_no_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let (ok, stderr, _) = cluster_script_with(
+        &["up", dir.path().to_str().unwrap()],
+        &[("APISERVER_PORT", &port), ("CONTROLLER_MANAGER", "0")],
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!("port {port}")) && stderr.contains("already in use"),
+        "{stderr}"
+    );
+    no_process_mentions(dir.path());
+}
+
+#[tokio::test]
+async fn cluster_up_explains_a_missing_go_toolchain() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, stderr, _) = cluster_script_with(
+        &["up", dir.path().to_str().unwrap()],
+        &[("PATH", "/usr/bin:/bin")],
+    )
+    .await;
+    assert!(!ok);
+    assert!(stderr.contains("Go is not installed"), "{stderr}");
+    no_process_mentions(dir.path());
+}
+
+#[tokio::test]
+async fn cluster_up_explains_a_failed_module_download() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let modcache = tempfile::tempdir().unwrap();
+    let (ok, stderr, secs) = cluster_script_with(
+        &["up", dir.path().to_str().unwrap()],
+        &[
+            ("REGCRED_CACHE_DIR", cache.path().to_str().unwrap()),
+            ("GOMODCACHE", modcache.path().to_str().unwrap()),
+            ("GOPROXY", "off"),
+        ],
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("downloading Go modules") && stderr.contains("GOPROXY")
+            || stderr.contains("module proxy"),
+        "{stderr}"
+    );
+    assert!(secs < 60.0, "fails fast ({secs:.0}s)");
+    no_process_mentions(dir.path());
+    // Module cache files are read-only; make them removable for the temp dir cleanup.
+    let _ = std::process::Command::new("chmod")
+        .args(["-R", "u+w", modcache.path().to_str().unwrap()])
+        .status();
+}
