@@ -17,10 +17,10 @@ use kube::{
 };
 
 use crate::{
-    crd::{CREDENTIAL_LABEL, RegistryCredential},
+    crd::RegistryCredential,
     metrics::Metrics,
     overlay::Overlay,
-    plan::View,
+    plan::{self, View},
     service_accounts,
 };
 
@@ -168,14 +168,7 @@ impl View for CacheView<'_> {
             .secrets
             .state()
             .into_iter()
-            .filter(|s| {
-                s.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(CREDENTIAL_LABEL))
-                    .map(String::as_str)
-                    == Some(credential)
-            })
+            .filter(|s| plan::labelled_for(s, credential))
             .filter_map(|s| {
                 let (ns, name) = (
                     s.metadata.namespace.clone().unwrap_or_default(),

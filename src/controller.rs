@@ -56,14 +56,12 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
 
     // Namespaces: metadata only (labels, annotations, deletion), all of them.
     let (namespaces, ns_writer) = reflector::store();
-    let ns_events = watcher(
+    let ns_events = cached_watch(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    )
-    .default_backoff()
-    .modify(|ns| ns.managed_fields_mut().clear())
-    .reflect(ns_writer)
-    .touched_objects();
+        watcher::Config::default(),
+        ns_writer,
+        None,
+    );
 
     // Our writes, laid over the caches until each watch has delivered them.
     let secret_writes = Arc::new(Overlay::<Secret>::default());
@@ -71,41 +69,21 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
 
     // ServiceAccounts: full objects (imagePullSecrets is not metadata); they are small.
     let (service_accounts, sa_writer) = reflector::store();
-    let sa_events = watcher(
+    let sa_events = cached_watch(
         Api::<ServiceAccount>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    )
-    .default_backoff()
-    .modify(|sa| sa.managed_fields_mut().clear())
-    .inspect({
-        let overlay = sa_writes.clone();
-        move |e| {
-            if let Ok(e) = e {
-                overlay.observe(e)
-            }
-        }
-    })
-    .reflect(sa_writer)
-    .touched_objects();
+        watcher::Config::default(),
+        sa_writer,
+        Some(sa_writes.clone()),
+    );
 
     // Secrets: only ours, by label. Never every Secret of the cluster.
     let (secrets, secret_writer) = reflector::store();
-    let managed = watcher::Config::default()
-        .labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"))
-        .any_semantic();
-    let secret_events = watcher(Api::<Secret>::all(client.clone()), managed)
-        .default_backoff()
-        .modify(|s| s.managed_fields_mut().clear())
-        .inspect({
-            let overlay = secret_writes.clone();
-            move |e| {
-                if let Ok(e) = e {
-                    overlay.observe(e)
-                }
-            }
-        })
-        .reflect(secret_writer)
-        .touched_objects();
+    let secret_events = cached_watch(
+        Api::<Secret>::all(client.clone()),
+        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}")),
+        secret_writer,
+        Some(secret_writes.clone()),
+    );
 
     // Source Secrets: every Secret of each allowed source namespace.
     let mut sources = BTreeMap::new();
@@ -113,17 +91,8 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
     for ns in &settings.source_namespaces {
         let (store, writer) = reflector::store();
         sources.insert(ns.clone(), store);
-        source_streams.push(
-            watcher(
-                Api::<Secret>::namespaced(client.clone(), ns),
-                watcher::Config::default().any_semantic(),
-            )
-            .default_backoff()
-            .modify(|s| s.managed_fields_mut().clear())
-            .reflect(writer)
-            .touched_objects()
-            .boxed(),
-        );
+        let api = Api::<Secret>::namespaced(client.clone(), ns);
+        source_streams.push(cached_watch(api, watcher::Config::default(), writer, None).boxed());
     }
     let source_events = futures::stream::select_all(source_streams);
 
@@ -229,6 +198,30 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
         })
         .await;
     info!("controller stopped");
+}
+
+/// A watch feeding a reflector store, without managedFields (memory), feeding our write overlay
+/// its watermark, yielding every object it touched (deletions included) as a reconcile trigger.
+fn cached_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    writer: reflector::store::Writer<K>,
+    overlay: Option<Arc<Overlay<K>>>,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    watcher(api, config.any_semantic())
+        .default_backoff()
+        .modify(|o| o.meta_mut().managed_fields = None)
+        .inspect(move |event| {
+            if let (Ok(event), Some(overlay)) = (event, &overlay) {
+                overlay.observe(event);
+            }
+        })
+        .reflect(writer)
+        .touched_objects()
 }
 
 async fn reconcile(rc: Arc<RegistryCredential>, ctx: Arc<Context>) -> Result<Action, Error> {

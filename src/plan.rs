@@ -52,6 +52,18 @@ impl Owner {
     }
 }
 
+/// Whether a Secret carries the label of `credential` (what the managed-Secrets cache is
+/// searched by).
+pub fn labelled_for(secret: &Secret, credential: &str) -> bool {
+    secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(CREDENTIAL_LABEL))
+        .map(String::as_str)
+        == Some(credential)
+}
+
 /// Who an existing Secret belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ownership {
@@ -388,14 +400,7 @@ mod tests {
         fn secrets_of(&self, credential: &str) -> Vec<Arc<Secret>> {
             self.secrets
                 .iter()
-                .filter(|s| {
-                    s.metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get(CREDENTIAL_LABEL))
-                        .map(String::as_str)
-                        == Some(credential)
-                })
+                .filter(|s| labelled_for(s, credential))
                 .cloned()
                 .collect()
         }

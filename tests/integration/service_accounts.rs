@@ -11,7 +11,7 @@ use std::{
 use k8s_openapi::api::core::v1::{LocalObjectReference, ServiceAccount};
 use kube::{
     Api, Client,
-    api::{ObjectMeta, Patch, PatchParams, PostParams},
+    api::{Patch, PatchParams},
 };
 use serde_json::json;
 
@@ -152,17 +152,7 @@ async fn wildcard_patches_service_accounts_created_later() {
     let s = setup(&client, "sa-star", 1, json!({"serviceAccounts": ["*"]})).await;
     let ns = &s.namespaces[0];
     wait_synced(&client, &s.name).await;
-    let sa = ServiceAccount {
-        metadata: ObjectMeta {
-            name: Some("builder".into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<ServiceAccount>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &sa)
-        .await
-        .unwrap();
+    create_service_account(&client, ns, "builder").await;
     wait_sa_lists(&client, ns, "builder", &s.name).await;
     wait_sa_lists(&client, ns, "default", &s.name).await;
     let rc = wait_synced(&client, &s.name).await;
@@ -174,17 +164,7 @@ async fn changing_service_accounts_moves_our_entries() {
     let client = admin().await;
     let s = setup(&client, "sa-move", 1, json!({})).await;
     let ns = &s.namespaces[0];
-    let sa = ServiceAccount {
-        metadata: ObjectMeta {
-            name: Some("builder".into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<ServiceAccount>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &sa)
-        .await
-        .unwrap();
+    create_service_account(&client, ns, "builder").await;
     set_entries(&client, ns, "builder", &["keep-me"]).await;
     wait_sa_lists(&client, ns, "default", &s.name).await;
 

@@ -235,18 +235,7 @@ pub async fn put_secret(client: &Client, secret: &Secret) -> Secret {
 pub async fn source_secret(client: &Client) -> (String, String) {
     ensure_namespace(client, SOURCE_NS).await;
     let name = unique("src");
-    let pw = password();
-    let config = docker_config("registry.example.com", "robot", &pw);
-    put_secret(
-        client,
-        &secret_object(
-            SOURCE_NS,
-            &name,
-            "kubernetes.io/dockerconfigjson",
-            &[(".dockerconfigjson", config.as_bytes())],
-        ),
-    )
-    .await;
+    let pw = rotate(client, &name).await;
     (name, pw)
 }
 
@@ -547,19 +536,30 @@ pub async fn setup(client: &Client, prefix: &str, n: usize, extra: serde_json::V
     }
 }
 
-/// Rewrites the source Secret of a setup with a new password; returns it.
-pub async fn rotate(client: &Client, source: &str) -> String {
+/// Writes the source Secret `name` in [`SOURCE_NS`] with a new password; returns the password.
+pub async fn rotate(client: &Client, name: &str) -> String {
     let pw = password();
     let config = docker_config("registry.example.com", "robot", &pw);
+    let data = [(".dockerconfigjson", config.as_bytes())];
     put_secret(
         client,
-        &secret_object(
-            SOURCE_NS,
-            source,
-            "kubernetes.io/dockerconfigjson",
-            &[(".dockerconfigjson", config.as_bytes())],
-        ),
+        &secret_object(SOURCE_NS, name, "kubernetes.io/dockerconfigjson", &data),
     )
     .await;
     pw
+}
+
+/// Creates a ServiceAccount.
+pub async fn create_service_account(client: &Client, ns: &str, name: &str) {
+    let sa = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &sa)
+        .await
+        .unwrap_or_else(|e| panic!("creating ServiceAccount {ns}/{name}: {e}"));
 }
