@@ -19,7 +19,7 @@ use crate::{
     error::{Error, namespace_terminating, status_code},
     overlay,
     plan::{self, CleanupPlan, Owner, Ownership, Plan, SaChange, SecretStep, TargetPlan},
-    service_accounts,
+    service_accounts::{self, Want},
     source::{DOCKER_CONFIG_JSON_TYPE, DOCKERCFG_TYPE},
 };
 
@@ -185,6 +185,7 @@ impl Apply<'_> {
         match self.api(ns).create(&pp, &self.desired(ns)).await {
             Ok(created) => {
                 debug!(namespace = ns, secret = self.secret_name, "created Secret");
+                self.ctx.metrics.write("secrets", "create");
                 self.ctx.secret_writes.wrote(created);
                 Ok(SecretDone::Written)
             }
@@ -209,6 +210,7 @@ impl Apply<'_> {
         {
             Ok(updated) => {
                 debug!(namespace = ns, secret = self.secret_name, "updated Secret");
+                self.ctx.metrics.write("secrets", "patch");
                 self.ctx.secret_writes.wrote(updated);
                 Ok(())
             }
@@ -357,6 +359,16 @@ pub async fn write_service_account(
         {
             Ok(updated) => {
                 debug!(namespace = %ns, service_account = %name, "updated imagePullSecrets");
+                ctx.metrics.write("serviceaccounts", "patch");
+                if matches!(want, Want::Listed(_))
+                    && let Some(took) = updated
+                        .metadata
+                        .uid
+                        .as_deref()
+                        .and_then(|uid| ctx.appeared.onboarded(uid))
+                {
+                    ctx.metrics.onboarding.observe(took.as_secs_f64());
+                }
                 ctx.sa_writes.wrote(updated);
                 return Ok(());
             }
@@ -408,6 +420,7 @@ async fn cleanup(ctx: &Context, owner: &Owner, c: CleanupPlan) -> Result<(), Fai
         match api.delete(&name, &dp).await {
             Ok(response) => {
                 debug!(namespace = %ns, secret = %name, "deleted Secret");
+                ctx.metrics.write("secrets", "delete");
                 let version = response.left().as_ref().and_then(overlay::resource_version);
                 ctx.secret_writes.deleted(secret.as_ref(), version);
             }

@@ -33,6 +33,8 @@ pub struct Settings {
     pub source_namespaces: Vec<String>,
     /// Concurrent namespace writes within one reconcile.
     pub write_concurrency: usize,
+    /// Label selector: only RegistryCredentials matching it are reconciled by this instance.
+    pub credential_selector: Option<String>,
 }
 
 /// The reflector stores the controller reads instead of the API.
@@ -92,6 +94,44 @@ pub struct Context {
     pub conflicts: Mutex<HashMap<(String, String), (Instant, String)>>,
     /// Consecutive failures per credential, for backoff; reset on success.
     pub failures: Mutex<HashMap<String, u32>>,
+    /// When new ServiceAccounts appeared, for the onboarding-latency metric.
+    pub appeared: Arc<Appearances>,
+}
+
+/// When the watch first delivered each newly created ServiceAccount (by uid). Only accounts created
+/// in the last minute count: older ones were not "just onboarded".
+#[derive(Default)]
+pub struct Appearances {
+    seen: Mutex<HashMap<String, Instant>>,
+}
+
+impl Appearances {
+    const RECENT: Duration = Duration::from_secs(60);
+    const KEEP: Duration = Duration::from_secs(300);
+
+    pub fn note(&self, sa: &ServiceAccount) {
+        let (Some(uid), Some(created)) = (&sa.metadata.uid, &sa.metadata.creation_timestamp) else {
+            return;
+        };
+        let age = k8s_openapi::jiff::Timestamp::now().duration_since(created.0);
+        if age.as_secs() > Self::RECENT.as_secs() as i64 {
+            return;
+        }
+        let mut seen = self.seen.lock().expect("appearances lock");
+        if !seen.contains_key(uid) {
+            seen.retain(|_, at| at.elapsed() < Self::KEEP);
+            seen.insert(uid.clone(), Instant::now());
+        }
+    }
+
+    /// Time since the account appeared, once: the first entry added to it ends its onboarding.
+    pub fn onboarded(&self, uid: &str) -> Option<Duration> {
+        self.seen
+            .lock()
+            .expect("appearances lock")
+            .remove(uid)
+            .map(|at| at.elapsed())
+    }
 }
 
 impl Context {

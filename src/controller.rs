@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     apply::{Apply, Failure},
-    context::{CONFLICT_RECHECK, Caches, Context, Settings},
+    context::{Appearances, CONFLICT_RECHECK, Caches, Context, Settings},
     crd::{CREDENTIAL_LABEL, FINALIZER, MANAGED_BY_LABEL, MANAGER, RegistryCredential},
     error::Error,
     http::Health,
@@ -47,11 +47,21 @@ const RESYNC: Duration = Duration::from_secs(600);
 const CONFIG_RETRY: Duration = Duration::from_secs(300);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
-/// Runs the controller until SIGTERM/SIGINT.
-pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, health: Health) {
+/// Runs the controller until `shutdown` completes; in-flight reconciles finish first.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    health: Health,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let credentials = Api::<RegistryCredential>::all(client.clone());
-    let controller = Controller::new(credentials, watcher::Config::default().any_semantic())
-        .with_config(Config::default().concurrency(8));
+    let mut selection = watcher::Config::default().any_semantic();
+    if let Some(selector) = &settings.credential_selector {
+        selection = selection.labels(selector);
+    }
+    let controller =
+        Controller::new(credentials, selection).with_config(Config::default().concurrency(8));
     let credential_store = controller.store();
 
     // Namespaces: metadata only (labels, annotations, deletion), all of them.
@@ -69,12 +79,21 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
 
     // ServiceAccounts: full objects (imagePullSecrets is not metadata); they are small.
     let (service_accounts, sa_writer) = reflector::store();
+    let appeared = Arc::new(Appearances::default());
     let sa_events = cached_watch(
         Api::<ServiceAccount>::all(client.clone()),
         watcher::Config::default(),
         sa_writer,
         Some(sa_writes.clone()),
-    );
+    )
+    .inspect({
+        let appeared = appeared.clone();
+        move |sa| {
+            if let Ok(sa) = sa {
+                appeared.note(sa);
+            }
+        }
+    });
 
     // Secrets: only ours, by label. Never every Secret of the cluster.
     let (secrets, secret_writer) = reflector::store();
@@ -120,6 +139,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
         settings,
         secret_writes,
         sa_writes,
+        appeared,
         conflicts: Mutex::default(),
         failures: Mutex::default(),
     });
@@ -181,13 +201,17 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
     controller
         .watches_stream(ns_events, move |_| all())
         .watches_stream(sa_events, by_service_account)
-        .watches_stream(secret_events, |s: Secret| {
-            s.labels()
-                .get(CREDENTIAL_LABEL)
-                .map(|c| ObjectRef::<RegistryCredential>::new(c))
+        .watches_stream(secret_events, {
+            let store = credential_store.clone();
+            move |s: Secret| {
+                s.labels()
+                    .get(CREDENTIAL_LABEL)
+                    .map(|c| ObjectRef::<RegistryCredential>::new(c))
+                    .filter(|r| store.get(r).is_some())
+            }
         })
         .watches_stream(source_events, by_source)
-        .shutdown_on_signal()
+        .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| {
             match result {

@@ -14,18 +14,25 @@ use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
 
+/// Readiness: a leader is ready once its caches are synced; a standby replica (waiting for the
+/// leader lease) is ready to take over, so it is ready too.
 #[derive(Clone, Default)]
 pub struct Health {
-    ready: Arc<AtomicBool>,
+    synced: Arc<AtomicBool>,
+    standby: Arc<AtomicBool>,
 }
 
 impl Health {
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
+    pub fn set_ready(&self, synced: bool) {
+        self.synced.store(synced, Ordering::Relaxed);
+    }
+
+    pub fn set_standby(&self, standby: bool) {
+        self.standby.store(standby, Ordering::Relaxed);
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.synced.load(Ordering::Relaxed) || self.standby.load(Ordering::Relaxed)
     }
 }
 

@@ -3,9 +3,10 @@ use std::{net::SocketAddr, process::ExitCode, sync::Arc};
 use clap::{Parser, Subcommand};
 use regcred_operator::{
     context::Settings,
-    controller, crd,
+    crd,
     http::{self, Health},
     metrics::Metrics,
+    operator::{self, Election},
     probe,
     telemetry::{self, LogFormat},
 };
@@ -49,6 +50,38 @@ struct RunArgs {
     /// Namespaces written concurrently within one reconcile.
     #[arg(long, env = "REGCRED_WRITE_CONCURRENCY", default_value_t = 32)]
     write_concurrency: usize,
+    /// Elect a leader on a Lease in --namespace, so that several replicas can run; only the leader
+    /// writes. `--leader-election=false` for a single instance.
+    #[arg(long, env = "REGCRED_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Name of the Lease.
+    #[arg(long, env = "REGCRED_LEASE_NAME", default_value = "regcred-operator")]
+    lease_name: String,
+    /// Seconds a leader that stopped renewing keeps the lease.
+    #[arg(long, env = "REGCRED_LEASE_DURATION", default_value_t = 15)]
+    lease_duration: u64,
+    /// This replica's identity in the election (default: POD_NAME or the host name, plus a suffix).
+    #[arg(long, env = "REGCRED_IDENTITY")]
+    identity: Option<String>,
+    /// Only reconcile RegistryCredentials matching this label selector (run several instances,
+    /// each with its own selector and lease, e.g. for a canary).
+    #[arg(long, env = "REGCRED_SELECTOR")]
+    selector: Option<String>,
+}
+
+fn identity(explicit: Option<String>) -> String {
+    explicit.unwrap_or_else(|| {
+        let host = std::env::var("POD_NAME")
+            .or_else(|_| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string())
+            })
+            .unwrap_or_else(|_| "regcred-operator".into());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        format!("{host}_{:x}{:x}", std::process::id(), nanos)
+    })
 }
 
 fn main() -> ExitCode {
@@ -108,7 +141,12 @@ async fn run(args: RunArgs) -> Result<(), String> {
         namespace: args.namespace,
         source_namespaces,
         write_concurrency: args.write_concurrency,
+        credential_selector: args.selector,
     };
-    controller::run(client, settings, metrics, health).await;
-    Ok(())
+    let election = args.leader_election.then(|| Election {
+        lease_name: args.lease_name,
+        identity: identity(args.identity),
+        lease_duration: std::time::Duration::from_secs(args.lease_duration.max(2)),
+    });
+    operator::run(client, settings, election, metrics, health).await
 }

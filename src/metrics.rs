@@ -19,6 +19,12 @@ pub struct CredentialLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    pub resource: &'static str,
+    pub verb: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailureLabels {
     pub credential: String,
     pub reason: String,
@@ -31,6 +37,11 @@ pub struct Metrics {
     pub targeted: Family<CredentialLabels, Gauge>,
     pub synced: Family<CredentialLabels, Gauge>,
     pub failures: Family<FailureLabels, Gauge>,
+    /// Seconds from a new ServiceAccount appearing in the watch to it listing the credential.
+    pub onboarding: Histogram,
+    pub writes: Family<WriteLabels, Counter>,
+    /// 1 while this replica holds the leader lease (or runs without leader election).
+    pub leader: Gauge,
     /// Failure reasons currently exported per credential, so that resolved ones are removed.
     failure_reasons: Mutex<HashMap<String, Vec<String>>>,
 }
@@ -69,6 +80,24 @@ impl Default for Metrics {
             "Target namespaces failing, by reason",
             failures.clone(),
         );
+        let onboarding = Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0]);
+        registry.register(
+            "serviceaccount_onboarding_seconds",
+            "Time from a new ServiceAccount appearing to it listing the pull secret",
+            onboarding.clone(),
+        );
+        let writes = Family::<WriteLabels, Counter>::default();
+        registry.register(
+            "api_writes",
+            "Write requests the operator made, by resource and verb",
+            writes.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica is the leader",
+            leader.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -76,6 +105,9 @@ impl Default for Metrics {
             targeted,
             synced,
             failures,
+            onboarding,
+            writes,
+            leader,
             failure_reasons: Mutex::default(),
         }
     }
@@ -140,6 +172,12 @@ impl Metrics {
                 reason,
             });
         }
+    }
+
+    pub fn write(&self, resource: &'static str, verb: &'static str) {
+        self.writes
+            .get_or_create(&WriteLabels { resource, verb })
+            .inc();
     }
 
     pub fn encode(&self) -> String {

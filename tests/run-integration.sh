@@ -39,14 +39,30 @@ bin=$PWD/target/debug/regcred-operator
 tests/controlplane/cluster.sh down "$dir" >/dev/null 2>&1 || true
 tests/controlplane/cluster.sh up "$dir"
 export KUBECONFIG=$dir/kubeconfig
-"$bin" crd | kubectl apply -f - >/dev/null
+# Install exactly what deploy/ installs (no kubelet here, so its Deployment runs no pods) and run
+# the operator as that ServiceAccount, with that RBAC, from a TokenRequest token.
+kubectl apply -k deploy/ >/dev/null
 kubectl wait --for=condition=Established crd/registrycredentials.regcred.dev --timeout=60s >/dev/null
-kubectl create namespace regcred-system >/dev/null
+token=$(kubectl -n regcred-system create token regcred-operator --duration=24h)
+server=$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.server}')
+ca=$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')
+cat >"$dir/operator.kubeconfig" <<KUBECONFIG
+apiVersion: v1
+kind: Config
+clusters: [{name: local, cluster: {server: "$server", certificate-authority-data: "$ca"}}]
+users: [{name: regcred-operator, user: {token: "$token"}}]
+contexts: [{name: operator, context: {cluster: local, user: regcred-operator}}]
+current-context: operator
+KUBECONFIG
 
-health_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+health_port=$(free_port)
+metrics_port=$(free_port)
 mkdir -p "$dir/logs"
-RUST_LOG=${OPERATOR_LOG_LEVEL:-debug} "$bin" run --namespace regcred-system --source-namespaces regcred-system \
-  --metrics-addr 127.0.0.1:0 --health-addr "127.0.0.1:$health_port" >"$dir/logs/operator.log" 2>&1 &
+# Credentials labelled regcred.dev/test-instance belong to operators that single tests start.
+KUBECONFIG=$dir/operator.kubeconfig RUST_LOG=${OPERATOR_LOG_LEVEL:-trace} "$bin" run \
+  --namespace regcred-system --source-namespaces regcred-system --selector '!regcred.dev/test-instance' \
+  --metrics-addr "127.0.0.1:$metrics_port" --health-addr "127.0.0.1:$health_port" >"$dir/logs/operator.log" 2>&1 &
 operator_pid=$!
 for _ in $(seq 1 100); do
   curl -fs "http://127.0.0.1:$health_port/readyz" >/dev/null 2>&1 && break
@@ -57,12 +73,13 @@ curl -fs "http://127.0.0.1:$health_port/readyz" >/dev/null || { log "the operato
 log "operator ready (pid $operator_pid); running tests"
 
 REGCRED_TEST_KUBECONFIG=$dir/kubeconfig REGCRED_TEST_OPERATOR_BIN=$bin \
+  REGCRED_TEST_METRICS_URL="http://127.0.0.1:$metrics_port/metrics" REGCRED_TEST_LOG_DIR="$dir/logs" \
   cargo test --quiet --test integration -- --test-threads="$threads" "$@"
 
 # Every test password contains the marker; none may reach the log, in clear or base64 at any offset.
-python3 - "$dir/logs/operator.log" <<'PY'
+python3 - "$dir"/logs/operator*.log <<'PY'
 import base64, sys
-text = open(sys.argv[1], encoding="utf-8", errors="replace").read()
+text = "".join(open(p, encoding="utf-8", errors="replace").read() for p in sys.argv[1:])
 marker = b"TOPSECRET"
 needles = [marker.decode()]
 for pad in range(3):
@@ -71,7 +88,7 @@ for pad in range(3):
     needles.append(enc[(pad * 4 + 2) // 3 + 1: -2])
 hits = [n for n in needles if n and n in text]
 if hits:
-    print(f"[integration] credential material found in the operator log: {hits}", file=sys.stderr)
+    print(f"[integration] credential material found in the operator logs: {hits}", file=sys.stderr)
     sys.exit(1)
-print("[integration] operator log is free of credential material", file=sys.stderr)
+print(f"[integration] operator logs ({len(text) // 1024} KiB, trace level) are free of credential material", file=sys.stderr)
 PY
