@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller (kubeconfig: in-cluster, then KUBECONFIG / ~/.kube/config).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the RegistryCredential CRD as YAML.
     Crd,
     /// Print the version.
@@ -96,6 +96,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run(args) => {
+            let args = *args;
             telemetry::init(args.log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
