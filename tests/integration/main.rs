@@ -8,5 +8,6 @@ mod conflicts;
 mod fanout;
 mod foundation;
 mod lifecycle;
+mod operate;
 mod service_accounts;
 mod sources;

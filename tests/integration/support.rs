@@ -563,3 +563,175 @@ pub async fn create_service_account(client: &Client, ns: &str, name: &str) {
         .await
         .unwrap_or_else(|e| panic!("creating ServiceAccount {ns}/{name}: {e}"));
 }
+
+/// Label that hands a RegistryCredential to an operator a test started (the shared operator
+/// ignores it).
+pub const INSTANCE_LABEL: &str = "regcred.dev/test-instance";
+
+pub async fn create_credential_for(
+    client: &Client,
+    instance: &str,
+    name: &str,
+    spec: serde_json::Value,
+) {
+    let api: Api<RegistryCredential> = Api::all(client.clone());
+    let mut rc = RegistryCredential::new(name, spec_from(spec));
+    rc.metadata.labels = Some(labels(&[(INSTANCE_LABEL, instance)]));
+    api.create(&PostParams::default(), &rc)
+        .await
+        .unwrap_or_else(|e| panic!("creating RegistryCredential {name}: {e}"));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An operator process of a test's own, reconciling only credentials labelled with its instance.
+pub struct Operator {
+    child: tokio::process::Child,
+    pub identity: String,
+    pub metrics_url: String,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    pub async fn start(
+        kubeconfig: &std::path::Path,
+        instance: &str,
+        identity: &str,
+        extra: &[&str],
+    ) -> Operator {
+        let log_dir = std::env::var_os("REGCRED_TEST_LOG_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let log = log_dir.join(format!("operator-{identity}.log"));
+        let metrics_port = free_port();
+        let selector = format!("{INSTANCE_LABEL}={instance}");
+        let metrics_addr = format!("127.0.0.1:{metrics_port}");
+        let mut args = vec![
+            "run",
+            "--namespace",
+            SOURCE_NS,
+            "--source-namespaces",
+            SOURCE_NS,
+            "--selector",
+            &selector,
+            "--identity",
+            identity,
+            "--metrics-addr",
+            &metrics_addr,
+            "--health-addr",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = tokio::process::Command::new(operator_binary())
+            .args(&args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "debug")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting the operator");
+        Operator {
+            child,
+            identity: identity.into(),
+            metrics_url: format!("http://{metrics_addr}/metrics"),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    /// Waits for the process to exit; returns success and its log.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> (bool, String) {
+        let status = tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("operator {} did not exit within {timeout:?}", self.identity)
+            })
+            .unwrap();
+        (
+            status.success(),
+            std::fs::read_to_string(&self.log).unwrap_or_default(),
+        )
+    }
+
+    pub async fn metrics(&self) -> Option<String> {
+        scrape(&self.metrics_url).await
+    }
+}
+
+/// GET a Prometheus endpoint (plain HTTP on loopback).
+pub async fn scrape(url: &str) -> Option<String> {
+    let out = tokio::process::Command::new("curl")
+        .args(["-fsS", "--max-time", "2", url])
+        .output()
+        .await
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The value of one sample line (`name{labels} value`) whose prefix is `series`.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Writes a kubeconfig that authenticates with a TokenRequest token of `namespace/name`.
+pub async fn kubeconfig_for_service_account(
+    admin: &Client,
+    namespace: &str,
+    name: &str,
+    path: &std::path::Path,
+) {
+    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
+    let req = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            audiences: None,
+            expiration_seconds: Some(7200),
+            bound_object_ref: None,
+        }),
+        ..Default::default()
+    };
+    let token = sas
+        .create_subresource::<TokenRequest, TokenRequest>(
+            "token",
+            name,
+            &PostParams::default(),
+            &req,
+        )
+        .await
+        .expect("TokenRequest")
+        .status
+        .and_then(|s| s.token)
+        .expect("token");
+    let mut kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("kubeconfig");
+    for user in &mut kubeconfig.auth_infos {
+        user.auth_info = Some(kube::config::AuthInfo {
+            token: Some(token.clone().into()),
+            ..Default::default()
+        });
+    }
+    std::fs::write(path, serde_yaml::to_string(&kubeconfig).expect("yaml"))
+        .expect("writing kubeconfig");
+}
