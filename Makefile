@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 
-.PHONY: help deps build lint unit integration test cluster-up cluster-down demo crd
+.PHONY: help deps build release lint unit integration test cluster-up cluster-down demo crd
 
 help:
 	@echo "make demo          build, start a local control plane, install the CRD, apply examples/, run the operator"
@@ -22,6 +22,11 @@ build: deps
 lint: deps
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+	hadolint Dockerfile
+
+## The binary exactly as the Dockerfile builds it (there is no container engine here).
+release: deps
+	cargo build --release --locked --bin regcred-operator
 
 unit: deps
 	cargo test --lib --bins
@@ -29,10 +34,11 @@ unit: deps
 integration: deps
 	tests/run-integration.sh
 
-test: lint unit integration
+test: lint unit release integration
 
 crd:
 	cargo run --quiet -- crd > crds/registrycredential.yaml
+	cp crds/registrycredential.yaml deploy/helm/regcred-operator/crds/registrycredential.yaml
 
 cluster-up: deps
 	tests/controlplane/cluster.sh up $(CLUSTER_DIR)

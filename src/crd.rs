@@ -269,12 +269,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn committed_crd_matches_the_rust_types() {
-        let committed = include_str!("../crds/registrycredential.yaml");
-        assert!(
-            committed == crd_yaml(),
-            "crds/registrycredential.yaml is out of date: run `cargo run -- crd > crds/registrycredential.yaml`"
-        );
+    fn committed_crds_match_the_rust_types() {
+        for (path, committed) in [
+            (
+                "crds/registrycredential.yaml",
+                include_str!("../crds/registrycredential.yaml"),
+            ),
+            (
+                "deploy/helm/regcred-operator/crds/registrycredential.yaml",
+                include_str!("../deploy/helm/regcred-operator/crds/registrycredential.yaml"),
+            ),
+        ] {
+            assert!(
+                committed == crd_yaml(),
+                "{path} is out of date: run `make crd`"
+            );
+        }
     }
 
     #[test]

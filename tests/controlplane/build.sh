@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the local control plane (kube-apiserver, kube-controller-manager, etcd, and a kubectl of the
-# same version) from the Go modules in tests/controlplane/{k8s,etcd} and caches the binaries outside
+# same version) and helm (to check the chart) from the Go modules in tests/controlplane/{k8s,etcd,helm} and caches the binaries outside
 # the repository, keyed by version, so that only the first run pays the 15-30 minute cold build.
 #
 # Prints the directory holding the binaries on its last line of stdout.
@@ -57,15 +57,18 @@ build_tools() {
 
 k8s_version=$(module_version "$here/k8s" k8s.io/kubernetes)
 etcd_version=$(module_version "$here/etcd" go.etcd.io/etcd/server/v3)
-[ -n "$k8s_version" ] && [ -n "$etcd_version" ] || die "cannot read versions from $here/{k8s,etcd}/go.mod"
+helm_version=$(module_version "$here/helm" helm.sh/helm/v3)
+[ -n "$k8s_version" ] && [ -n "$etcd_version" ] && [ -n "$helm_version" ] || die "cannot read versions from $here/{k8s,etcd,helm}/go.mod"
 k8s_out="$cache_root/k8s-$k8s_version"
 etcd_out="$cache_root/etcd-$etcd_version"
+helm_out="$cache_root/helm-$helm_version"
 
 build_tools "$here/etcd" "$etcd_out" go.etcd.io/etcd/server/v3
+build_tools "$here/helm" "$helm_out" helm.sh/helm/v3/cmd/helm
 build_tools "$here/k8s" "$k8s_out" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kubectl
 
-bin="$cache_root/bin-k8s-$k8s_version-etcd-$etcd_version"
+bin="$cache_root/bin-k8s-$k8s_version-etcd-$etcd_version-helm-$helm_version"
 mkdir -p "$bin"
-ln -sf "$k8s_out/kube-apiserver" "$k8s_out/kube-controller-manager" "$k8s_out/kubectl" "$etcd_out/etcd" "$bin/"
+ln -sf "$k8s_out/kube-apiserver" "$k8s_out/kube-controller-manager" "$k8s_out/kubectl" "$etcd_out/etcd" "$helm_out/helm" "$bin/"
 echo "$bin"

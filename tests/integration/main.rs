@@ -9,5 +9,6 @@ mod fanout;
 mod foundation;
 mod lifecycle;
 mod operate;
+mod packaging;
 mod service_accounts;
 mod sources;
