@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 
-.PHONY: help deps build release lint unit integration test cluster-up cluster-down demo crd
+.PHONY: help deps build release lint unit integration test cluster-up cluster-down demo crd bench bench-smoke
 
 help:
 	@echo "make demo          build, start a local control plane, install the CRD, apply examples/, run the operator"
@@ -11,6 +11,7 @@ help:
 	@echo "make cluster-up    start the local control plane (admin kubeconfig: .cluster/kubeconfig)"
 	@echo "make cluster-down  stop it"
 	@echo "make crd           regenerate crds/registrycredential.yaml from the Rust types"
+	@echo "make bench         the benchmark (N=1000 by default; results in target/bench/)"
 
 ## Installs what the build and the tests need (Debian packages, Rust components); quick when present.
 deps:
@@ -49,3 +50,11 @@ cluster-down:
 
 demo: build
 	hack/demo.sh $(CLUSTER_DIR)
+
+## The benchmark (not part of `make test`): N=1000 N_SCALE=3000 UNRELATED=2000 IDLE_SECONDS=60 ONBOARD=200
+bench:
+	benches/run.sh
+
+## A small run of the benchmark, to keep it working.
+bench-smoke:
+	N=20 N_SCALE=40 UNRELATED=20 IDLE_SECONDS=3 ONBOARD=10 BENCH_CLUSTER_DIR=$(CURDIR)/target/bench-smoke-cluster benches/run.sh

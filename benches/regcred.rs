@@ -1,0 +1,540 @@
+//! The regcred-operator benchmark driver (run it with `make bench`, which sets up the cluster, the
+//! audit log and the operator process and passes their locations in the environment).
+//!
+//! Everything is observed through watches from this process, so the operator and the floor client
+//! are timed the same way; request counts come from the API server's audit log.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
+};
+
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::{
+    ByteString,
+    api::core::v1::{Namespace, Secret, ServiceAccount},
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client, Config, ResourceExt,
+    api::{ObjectMeta, Patch, PatchParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+    runtime::{WatchStreamExt, watcher},
+};
+use regcred_operator::crd::{RegistryCredential, RegistryCredentialSpec};
+use serde_json::json;
+use tokio::sync::Notify;
+
+const SECRET_NAME: &str = "bench-pull";
+const SOURCE_NS: &str = "regcred-system";
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the benchmark with `make bench`"))
+}
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+async fn client(path: &str) -> Client {
+    let kubeconfig = Kubeconfig::read_from(path).expect("kubeconfig");
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("config");
+    config.read_timeout = Some(Duration::from_secs(300));
+    Client::try_from(config).expect("client")
+}
+
+/// What the watches have seen, per namespace.
+#[derive(Default, Clone)]
+struct NsSeen {
+    /// When `default` first appeared.
+    sa_appeared: Option<Instant>,
+    /// When `default` first listed [`SECRET_NAME`].
+    sa_listed: Option<Instant>,
+    /// The copy's `.dockerconfigjson` and when it last changed.
+    secret: Option<(Vec<u8>, Instant)>,
+}
+
+#[derive(Default)]
+struct Tracker {
+    seen: Mutex<HashMap<String, NsSeen>>,
+    changed: Notify,
+}
+
+impl Tracker {
+    fn on_sa(&self, sa: &ServiceAccount) {
+        if sa.name_any() != "default" {
+            return;
+        }
+        let now = Instant::now();
+        let mut seen = self.seen.lock().unwrap();
+        let entry = seen.entry(sa.namespace().unwrap_or_default()).or_default();
+        entry.sa_appeared.get_or_insert(now);
+        if sa.image_pull_secrets.iter().flatten().any(|r| r.name == SECRET_NAME) {
+            entry.sa_listed.get_or_insert(now);
+        }
+        drop(seen);
+        self.changed.notify_waiters();
+    }
+
+    fn on_secret(&self, s: &Secret) {
+        if s.name_any() != SECRET_NAME {
+            return;
+        }
+        let data = s.data.as_ref().and_then(|d| d.get(".dockerconfigjson")).map(|b| b.0.clone()).unwrap_or_default();
+        let mut seen = self.seen.lock().unwrap();
+        let entry = seen.entry(s.namespace().unwrap_or_default()).or_default();
+        if entry.secret.as_ref().is_none_or(|(old, _)| *old != data) {
+            entry.secret = Some((data, Instant::now()));
+        }
+        drop(seen);
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until `done` holds for every namespace; returns the latest time `at` gives among them.
+    async fn wait_all(
+        &self,
+        namespaces: &[String],
+        what: &str,
+        done: impl Fn(&NsSeen) -> Option<Instant>,
+    ) -> Instant {
+        let deadline = Instant::now() + Duration::from_secs(900);
+        loop {
+            let notified = self.changed.notified();
+            {
+                let seen = self.seen.lock().unwrap();
+                let times: Vec<Option<Instant>> =
+                    namespaces.iter().map(|ns| seen.get(ns).and_then(&done)).collect();
+                if times.iter().all(Option::is_some) {
+                    return times.into_iter().flatten().max().unwrap_or_else(Instant::now);
+                }
+                if Instant::now() > deadline {
+                    let missing = times.iter().filter(|t| t.is_none()).count();
+                    panic!("timed out waiting for {what}: {missing} of {} namespaces missing", namespaces.len());
+                }
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(500), notified).await;
+        }
+    }
+
+    fn get(&self, ns: &str) -> NsSeen {
+        self.seen.lock().unwrap().get(ns).cloned().unwrap_or_default()
+    }
+}
+
+fn watch_into(client: &Client, tracker: Arc<Tracker>) {
+    let sas = watcher(Api::<ServiceAccount>::all(client.clone()), watcher::Config::default().fields("metadata.name=default"))
+        .default_backoff()
+        .applied_objects();
+    let t = tracker.clone();
+    tokio::spawn(async move {
+        let mut sas = std::pin::pin!(sas);
+        while let Some(sa) = sas.next().await {
+            if let Ok(sa) = sa {
+                t.on_sa(&sa);
+            }
+        }
+    });
+    let secrets = watcher(Api::<Secret>::all(client.clone()), watcher::Config::default().fields(&format!("metadata.name={SECRET_NAME}")))
+        .default_backoff()
+        .applied_objects();
+    tokio::spawn(async move {
+        let mut secrets = std::pin::pin!(secrets);
+        while let Some(s) = secrets.next().await {
+            if let Ok(s) = s {
+                tracker.on_secret(&s);
+            }
+        }
+    });
+}
+
+fn config_with(password: &str) -> Vec<u8> {
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("bench:{password}"));
+    json!({"auths": {"registry.bench.example": {"username": "bench", "password": password, "auth": auth}}})
+        .to_string()
+        .into_bytes()
+}
+
+fn secret(ns: &str, name: &str, data: &[u8], labels: &[(&str, &str)]) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/dockerconfigjson".into()),
+        data: Some([(".dockerconfigjson".to_string(), ByteString(data.to_vec()))].into()),
+        ..Default::default()
+    }
+}
+
+/// Creates `n` namespaces labelled `bench-set=<set>` and waits for their `default` ServiceAccounts.
+async fn namespaces(admin: &Client, tracker: &Tracker, set: &str, n: usize) -> Vec<String> {
+    let names: Vec<String> = (0..n).map(|i| format!("{set}-{i:05}")).collect();
+    let api: Api<Namespace> = Api::all(admin.clone());
+    stream::iter(names.clone())
+        .map(|name| {
+            let api = api.clone();
+            async move {
+                let ns = Namespace {
+                    metadata: ObjectMeta {
+                        name: Some(name),
+                        labels: Some([("bench-set".to_string(), set.to_string())].into()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                api.create(&PostParams::default(), &ns).await.map(|_| ())
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("creating namespaces");
+    tracker.wait_all(&names, "default ServiceAccounts", |s| s.sa_appeared).await;
+    names
+}
+
+fn credential(set: &str, source: &str) -> RegistryCredential {
+    let spec: RegistryCredentialSpec = serde_json::from_value(json!({
+        "source": {"secretRef": {"namespace": SOURCE_NS, "name": source}},
+        "secretName": SECRET_NAME,
+        "namespaceSelector": {"matchLabels": {"bench-set": set}},
+    }))
+    .unwrap();
+    RegistryCredential::new(set, spec)
+}
+
+/// Time from creating a RegistryCredential over `namespaces` to every copy and entry observed.
+async fn fan_out(admin: &Client, tracker: &Tracker, set: &str, names: &[String], password: &str) -> (Duration, Window) {
+    let source = format!("src-{set}");
+    Api::<Secret>::namespaced(admin.clone(), SOURCE_NS)
+        .create(&PostParams::default(), &secret(SOURCE_NS, &source, &config_with(password), &[]))
+        .await
+        .expect("source");
+    let window = Window::start();
+    let t0 = Instant::now();
+    Api::<RegistryCredential>::all(admin.clone()).create(&PostParams::default(), &credential(set, &source)).await.expect("credential");
+    let want = config_with(password);
+    let secrets = tracker
+        .wait_all(names, "copies", |s| s.secret.as_ref().filter(|(d, _)| *d == want).map(|(_, at)| *at))
+        .await;
+    let listed = tracker.wait_all(names, "ServiceAccount entries", |s| s.sa_listed).await;
+    (secrets.max(listed) - t0, window.end())
+}
+
+/// The floor: a minimal client making exactly one Secret create and one ServiceAccount patch per
+/// namespace, with `concurrency` namespaces in flight.
+async fn floor_fan_out(floor: &Client, tracker: &Tracker, names: &[String], password: &str, concurrency: usize) -> Duration {
+    let data = config_with(password);
+    let t0 = Instant::now();
+    stream::iter(names.to_vec())
+        .map(|ns| {
+            let (client, data) = (floor.clone(), data.clone());
+            async move {
+                Api::<Secret>::namespaced(client.clone(), &ns)
+                    .create(&PostParams::default(), &secret(&ns, SECRET_NAME, &data, &[("bench-floor", "true")]))
+                    .await?;
+                Api::<ServiceAccount>::namespaced(client, &ns)
+                    .patch("default", &PatchParams::default(), &Patch::Merge(json!({"imagePullSecrets": [{"name": SECRET_NAME}]})))
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("floor writes");
+    let secrets = tracker
+        .wait_all(names, "floor copies", |s| s.secret.as_ref().filter(|(d, _)| *d == data).map(|(_, at)| *at))
+        .await;
+    let listed = tracker.wait_all(names, "floor entries", |s| s.sa_listed).await;
+    secrets.max(listed) - t0
+}
+
+async fn floor_rotation(floor: &Client, tracker: &Tracker, names: &[String], password: &str, concurrency: usize) -> Duration {
+    let data = config_with(password);
+    let t0 = Instant::now();
+    stream::iter(names.to_vec())
+        .map(|ns| {
+            let (client, data) = (floor.clone(), data.clone());
+            async move {
+                let patch = json!({"data": {".dockerconfigjson": ByteString(data)}});
+                Api::<Secret>::namespaced(client, &ns).patch(SECRET_NAME, &PatchParams::default(), &Patch::Merge(patch)).await.map(|_| ())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("floor updates");
+    tracker.wait_all(names, "floor rotation", |s| s.secret.as_ref().filter(|(d, _)| *d == data).map(|(_, at)| *at)).await - t0
+}
+
+/// A wall-clock window, for picking requests out of the audit log.
+#[derive(Clone, Copy)]
+struct Window {
+    from: SystemTime,
+    to: SystemTime,
+}
+
+impl Window {
+    fn start() -> Self {
+        Window { from: SystemTime::now(), to: SystemTime::now() }
+    }
+    fn end(mut self) -> Self {
+        self.to = SystemTime::now();
+        self
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Requests {
+    reads: usize,
+    writes: usize,
+    lease_writes: usize,
+}
+
+fn audit_requests(path: &str, user: &str, window: Window) -> Requests {
+    let text = std::fs::read_to_string(path).expect("audit log");
+    let (from, to) = (Timestamp::try_from(window.from).unwrap(), Timestamp::try_from(window.to).unwrap());
+    let mut r = Requests::default();
+    for line in text.lines() {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if event["user"]["username"] != user {
+            continue;
+        }
+        let Some(at) = event["requestReceivedTimestamp"].as_str().and_then(|t| t.parse::<Timestamp>().ok()) else {
+            continue;
+        };
+        if at < from || at > to {
+            continue;
+        }
+        match event["verb"].as_str().unwrap_or_default() {
+            "get" | "list" | "watch" => r.reads += 1,
+            "create" | "update" | "patch" | "delete" | "deletecollection" => {
+                if event["objectRef"]["resource"] == "leases" {
+                    r.lease_writes += 1;
+                } else {
+                    r.writes += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    r
+}
+
+fn proc_status(pid: &str, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("operator process");
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("operator process");
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0 // USER_HZ
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+async fn settle(seconds: u64) {
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let n = env_num("N", 1000);
+    let n_scale = env_num("N_SCALE", 3000);
+    let unrelated = env_num("UNRELATED", 2000);
+    let idle_seconds = env_num("IDLE_SECONDS", 60) as u64;
+    let onboard = env_num("ONBOARD", 200);
+    let admin = client(&env("BENCH_ADMIN_KUBECONFIG")).await;
+    let floor = client(&env("BENCH_FLOOR_KUBECONFIG")).await;
+    let pid = env("BENCH_OPERATOR_PID");
+    let audit = env("BENCH_AUDIT_LOG");
+    let operator_user = env("BENCH_OPERATOR_USER");
+    let out = PathBuf::from(env("BENCH_OUT"));
+    let tracker = Arc::new(Tracker::default());
+    watch_into(&admin, tracker.clone());
+    settle(2).await;
+    let mut results = serde_json::Map::new();
+    let mut put = |k: &str, v: serde_json::Value| {
+        eprintln!("[bench] {k} = {v}");
+        results.insert(k.into(), v);
+    };
+    put("n", json!(n));
+
+    // Floor first, while no RegistryCredential exists: the operator has nothing to do meanwhile.
+    // Pick the floor's concurrency on a calibration set, then run it at N.
+    let calibration = n.clamp(20, 200);
+    let mut best = (usize::MAX, Duration::MAX);
+    for (i, c) in [8usize, 16, 32, 64, 128].into_iter().enumerate() {
+        let names = namespaces(&admin, &tracker, &format!("cal{i}"), calibration).await;
+        let took = floor_fan_out(&floor, &tracker, &names, "floor-cal", c).await;
+        eprintln!("[bench] floor calibration: concurrency {c}: {took:?} for {calibration}");
+        if took < best.1 {
+            best = (c, took);
+        }
+    }
+    let floor_c = best.0;
+    put("floor_concurrency", json!(floor_c));
+    let floor_names = namespaces(&admin, &tracker, "floor", n).await;
+    let fanout_floor = floor_fan_out(&floor, &tracker, &floor_names, "floor-pw-1", floor_c).await;
+    let rotation_floor = floor_rotation(&floor, &tracker, &floor_names, "floor-pw-2", floor_c).await;
+    put("fanout_floor_s", json!(fanout_floor.as_secs_f64()));
+    put("rotation_floor_s", json!(rotation_floor.as_secs_f64()));
+
+    // 1. Fan-out, and 5. requests per namespace during it.
+    let names = namespaces(&admin, &tracker, "fan", n).await;
+    settle(2).await;
+    let (fanout, window) = fan_out(&admin, &tracker, "fan", &names, "pw-1").await;
+    put("fanout_s", json!(fanout.as_secs_f64()));
+    put("fanout_ratio", json!(fanout.as_secs_f64() / fanout_floor.as_secs_f64()));
+    settle(3).await; // audit batches flush within a second
+    let during = audit_requests(&audit, &operator_user, Window { from: window.from, to: window.to + Duration::from_secs(1) });
+    put("writes_per_namespace", json!(during.writes as f64 / n as f64));
+    put("reads_per_namespace", json!(during.reads as f64 / n as f64));
+    put("fanout_reads_total", json!(during.reads));
+    put("fanout_writes_total", json!(during.writes));
+    // 6. Memory at N.
+    put("peak_rss_mib", json!(proc_status(&pid, "VmHWM:")));
+
+    // 3. Rotation.
+    settle(2).await;
+    let t0 = Instant::now();
+    Api::<Secret>::namespaced(admin.clone(), SOURCE_NS)
+        .patch("src-fan", &PatchParams::default(), &Patch::Merge(json!({"data": {".dockerconfigjson": ByteString(config_with("pw-2"))}})))
+        .await
+        .expect("rotating");
+    let want = config_with("pw-2");
+    let rotated = tracker.wait_all(&names, "rotation", |s| s.secret.as_ref().filter(|(d, _)| *d == want).map(|(_, at)| *at)).await;
+    let rotation = rotated - t0;
+    put("rotation_s", json!(rotation.as_secs_f64()));
+    put("rotation_ratio", json!(rotation.as_secs_f64() / rotation_floor.as_secs_f64()));
+
+    // 4. Idle cost.
+    settle(5).await;
+    let cpu0 = cpu_seconds(&pid);
+    let idle = Window::start();
+    settle(idle_seconds).await;
+    let idle = idle.end();
+    let cpu1 = cpu_seconds(&pid);
+    settle(3).await;
+    let idle_requests = audit_requests(&audit, &operator_user, idle);
+    put("idle_seconds", json!(idle_seconds));
+    put("idle_writes", json!(idle_requests.writes));
+    put("idle_lease_writes", json!(idle_requests.lease_writes));
+    put("idle_reads", json!(idle_requests.reads));
+    put("idle_cpu_s", json!(cpu1 - cpu0));
+
+    // 2. Onboarding latency: new namespaces at a steady rate while the credential is active.
+    let rate = Duration::from_millis(50); // 20 namespaces per second
+    let api: Api<Namespace> = Api::all(admin.clone());
+    let mut onboarded = Vec::new();
+    let mut ticker = tokio::time::interval(rate);
+    for i in 0..onboard {
+        ticker.tick().await;
+        let name = format!("fan-new-{i:05}");
+        let ns = Namespace {
+            metadata: ObjectMeta { name: Some(name.clone()), labels: Some([("bench-set".to_string(), "fan".to_string())].into()), ..Default::default() },
+            ..Default::default()
+        };
+        api.create(&PostParams::default(), &ns).await.expect("namespace");
+        onboarded.push(name);
+    }
+    tracker.wait_all(&onboarded, "onboarding", |s| s.sa_listed).await;
+    let mut latencies: Vec<f64> = onboarded
+        .iter()
+        .map(|ns| {
+            let s = tracker.get(ns);
+            s.sa_listed.unwrap().saturating_duration_since(s.sa_appeared.unwrap()).as_secs_f64() * 1000.0
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    put("onboarding_p50_ms", json!(percentile(&latencies, 50.0)));
+    put("onboarding_p95_ms", json!(percentile(&latencies, 95.0)));
+    put("onboarding_p99_ms", json!(percentile(&latencies, 99.0)));
+    put("onboarding_max_ms", json!(latencies.last().copied().unwrap_or(f64::NAN)));
+
+    // 6. Unrelated Secrets must not be cached.
+    settle(3).await;
+    let rss_before = proc_status(&pid, "VmRSS:");
+    let bulk = "bench-unrelated";
+    api.create(&PostParams::default(), &Namespace { metadata: ObjectMeta { name: Some(bulk.into()), ..Default::default() }, ..Default::default() })
+        .await
+        .expect("namespace");
+    let payload = ByteString((0..256 * 1024).map(|i| (i * 7 % 251) as u8).collect());
+    stream::iter(0..unrelated)
+        .map(|i| {
+            let (client, payload) = (admin.clone(), payload.clone());
+            async move {
+                let s = Secret {
+                    metadata: ObjectMeta { name: Some(format!("blob-{i:05}")), ..Default::default() },
+                    data: Some([("blob".to_string(), payload)].into()),
+                    ..Default::default()
+                };
+                Api::<Secret>::namespaced(client, bulk).create(&PostParams::default(), &s).await.map(|_| ())
+            }
+        })
+        .buffer_unordered(8)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("unrelated Secrets");
+    settle(5).await;
+    let rss_after = proc_status(&pid, "VmRSS:");
+    put("unrelated_secrets", json!(unrelated));
+    put("unrelated_rss_delta_mib", json!(rss_after - rss_before));
+    put("rss_after_unrelated_mib", json!(rss_after));
+
+    // 7. Scaling: per-namespace fan-out cost at N_SCALE vs N.
+    if n_scale > 0 {
+        let big = namespaces(&admin, &tracker, "scale", n_scale).await;
+        settle(2).await;
+        let (took, _) = fan_out(&admin, &tracker, "scale", &big, "pw-scale").await;
+        put("n_scale", json!(n_scale));
+        put("fanout_scale_s", json!(took.as_secs_f64()));
+        let ratio = (took.as_secs_f64() / n_scale as f64) / (fanout.as_secs_f64() / n as f64);
+        put("scaling_ratio", json!(ratio));
+        put("peak_rss_scale_mib", json!(proc_status(&pid, "VmHWM:")));
+    }
+
+    std::fs::create_dir_all(&out).unwrap();
+    let results = serde_json::Value::Object(results);
+    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&results).unwrap()).unwrap();
+    print_table(&results);
+}
+
+fn print_table(r: &serde_json::Value) {
+    let f = |k: &str| r[k].as_f64().map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
+    let rows = [
+        ("fan-out, N namespaces", format!("{} s", f("fanout_s")), format!("floor {} s, ratio {}", f("fanout_floor_s"), f("fanout_ratio")), "≤ 1.25x floor"),
+        ("onboarding p50 / p95 / p99 / max", format!("{} / {} / {} / {} ms", f("onboarding_p50_ms"), f("onboarding_p95_ms"), f("onboarding_p99_ms"), f("onboarding_max_ms")), String::new(), "p99 < 1000 ms"),
+        ("rotation, N copies", format!("{} s", f("rotation_s")), format!("floor {} s, ratio {}", f("rotation_floor_s"), f("rotation_ratio")), "≤ 1.25x floor"),
+        ("idle writes", f("idle_writes"), format!("+ {} lease renewals, {} CPU s in {} s", f("idle_lease_writes"), f("idle_cpu_s"), f("idle_seconds")), "0"),
+        ("requests per namespace", format!("{} writes, {} reads", f("writes_per_namespace"), f("reads_per_namespace")), String::new(), "≤ 2 writes + O(1) reads"),
+        ("peak RSS at N", format!("{} MiB", f("peak_rss_mib")), format!("+{} MiB with unrelated Secrets", f("unrelated_rss_delta_mib")), "< 64 MiB; < 5 MiB"),
+        ("scaling N_SCALE vs N", f("scaling_ratio"), format!("{} s at {}", f("fanout_scale_s"), r["n_scale"]), "within 1.2"),
+    ];
+    println!("\nregcred-operator benchmark (N = {})\n", r["n"]);
+    println!("| scenario | result | detail | target |\n| --- | --- | --- | --- |");
+    for (name, result, detail, target) in rows {
+        println!("| {name} | {result} | {detail} | {target} |");
+    }
+    println!("\nresults: target/bench/results.json");
+}
