@@ -31,16 +31,22 @@ const SECRET_NAME: &str = "bench-pull";
 const SOURCE_NS: &str = "regcred-system";
 
 fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the benchmark with `make bench`"))
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run the benchmark with `make bench`"))
 }
 
 fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 async fn client(path: &str) -> Client {
     let kubeconfig = Kubeconfig::read_from(path).expect("kubeconfig");
-    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("config");
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("config");
     config.read_timeout = Some(Duration::from_secs(300));
     Client::try_from(config).expect("client")
 }
@@ -71,7 +77,12 @@ impl Tracker {
         let mut seen = self.seen.lock().unwrap();
         let entry = seen.entry(sa.namespace().unwrap_or_default()).or_default();
         entry.sa_appeared.get_or_insert(now);
-        if sa.image_pull_secrets.iter().flatten().any(|r| r.name == SECRET_NAME) {
+        if sa
+            .image_pull_secrets
+            .iter()
+            .flatten()
+            .any(|r| r.name == SECRET_NAME)
+        {
             entry.sa_listed.get_or_insert(now);
         }
         drop(seen);
@@ -82,7 +93,12 @@ impl Tracker {
         if s.name_any() != SECRET_NAME {
             return;
         }
-        let data = s.data.as_ref().and_then(|d| d.get(".dockerconfigjson")).map(|b| b.0.clone()).unwrap_or_default();
+        let data = s
+            .data
+            .as_ref()
+            .and_then(|d| d.get(".dockerconfigjson"))
+            .map(|b| b.0.clone())
+            .unwrap_or_default();
         let mut seen = self.seen.lock().unwrap();
         let entry = seen.entry(s.namespace().unwrap_or_default()).or_default();
         if entry.secret.as_ref().is_none_or(|(old, _)| *old != data) {
@@ -104,14 +120,23 @@ impl Tracker {
             let notified = self.changed.notified();
             {
                 let seen = self.seen.lock().unwrap();
-                let times: Vec<Option<Instant>> =
-                    namespaces.iter().map(|ns| seen.get(ns).and_then(&done)).collect();
+                let times: Vec<Option<Instant>> = namespaces
+                    .iter()
+                    .map(|ns| seen.get(ns).and_then(&done))
+                    .collect();
                 if times.iter().all(Option::is_some) {
-                    return times.into_iter().flatten().max().unwrap_or_else(Instant::now);
+                    return times
+                        .into_iter()
+                        .flatten()
+                        .max()
+                        .unwrap_or_else(Instant::now);
                 }
                 if Instant::now() > deadline {
                     let missing = times.iter().filter(|t| t.is_none()).count();
-                    panic!("timed out waiting for {what}: {missing} of {} namespaces missing", namespaces.len());
+                    panic!(
+                        "timed out waiting for {what}: {missing} of {} namespaces missing",
+                        namespaces.len()
+                    );
                 }
             }
             let _ = tokio::time::timeout(Duration::from_millis(500), notified).await;
@@ -119,14 +144,22 @@ impl Tracker {
     }
 
     fn get(&self, ns: &str) -> NsSeen {
-        self.seen.lock().unwrap().get(ns).cloned().unwrap_or_default()
+        self.seen
+            .lock()
+            .unwrap()
+            .get(ns)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
 fn watch_into(client: &Client, tracker: Arc<Tracker>) {
-    let sas = watcher(Api::<ServiceAccount>::all(client.clone()), watcher::Config::default().fields("metadata.name=default"))
-        .default_backoff()
-        .applied_objects();
+    let sas = watcher(
+        Api::<ServiceAccount>::all(client.clone()),
+        watcher::Config::default().fields("metadata.name=default"),
+    )
+    .default_backoff()
+    .applied_objects();
     let t = tracker.clone();
     tokio::spawn(async move {
         let mut sas = std::pin::pin!(sas);
@@ -136,9 +169,12 @@ fn watch_into(client: &Client, tracker: Arc<Tracker>) {
             }
         }
     });
-    let secrets = watcher(Api::<Secret>::all(client.clone()), watcher::Config::default().fields(&format!("metadata.name={SECRET_NAME}")))
-        .default_backoff()
-        .applied_objects();
+    let secrets = watcher(
+        Api::<Secret>::all(client.clone()),
+        watcher::Config::default().fields(&format!("metadata.name={SECRET_NAME}")),
+    )
+    .default_backoff()
+    .applied_objects();
     tokio::spawn(async move {
         let mut secrets = std::pin::pin!(secrets);
         while let Some(s) = secrets.next().await {
@@ -162,7 +198,12 @@ fn secret(ns: &str, name: &str, data: &[u8], labels: &[(&str, &str)]) -> Secret 
         metadata: ObjectMeta {
             name: Some(name.into()),
             namespace: Some(ns.into()),
-            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
             ..Default::default()
         },
         type_: Some("kubernetes.io/dockerconfigjson".into()),
@@ -194,7 +235,9 @@ async fn namespaces(admin: &Client, tracker: &Tracker, set: &str, n: usize) -> V
         .try_collect::<Vec<_>>()
         .await
         .expect("creating namespaces");
-    tracker.wait_all(&names, "default ServiceAccounts", |s| s.sa_appeared).await;
+    tracker
+        .wait_all(&names, "default ServiceAccounts", |s| s.sa_appeared)
+        .await;
     names
 }
 
@@ -209,26 +252,51 @@ fn credential(set: &str, source: &str) -> RegistryCredential {
 }
 
 /// Time from creating a RegistryCredential over `namespaces` to every copy and entry observed.
-async fn fan_out(admin: &Client, tracker: &Tracker, set: &str, names: &[String], password: &str) -> (Duration, Window) {
+async fn fan_out(
+    admin: &Client,
+    tracker: &Tracker,
+    set: &str,
+    names: &[String],
+    password: &str,
+) -> (Duration, Window) {
     let source = format!("src-{set}");
     Api::<Secret>::namespaced(admin.clone(), SOURCE_NS)
-        .create(&PostParams::default(), &secret(SOURCE_NS, &source, &config_with(password), &[]))
+        .create(
+            &PostParams::default(),
+            &secret(SOURCE_NS, &source, &config_with(password), &[]),
+        )
         .await
         .expect("source");
     let window = Window::start();
     let t0 = Instant::now();
-    Api::<RegistryCredential>::all(admin.clone()).create(&PostParams::default(), &credential(set, &source)).await.expect("credential");
+    Api::<RegistryCredential>::all(admin.clone())
+        .create(&PostParams::default(), &credential(set, &source))
+        .await
+        .expect("credential");
     let want = config_with(password);
     let secrets = tracker
-        .wait_all(names, "copies", |s| s.secret.as_ref().filter(|(d, _)| *d == want).map(|(_, at)| *at))
+        .wait_all(names, "copies", |s| {
+            s.secret
+                .as_ref()
+                .filter(|(d, _)| *d == want)
+                .map(|(_, at)| *at)
+        })
         .await;
-    let listed = tracker.wait_all(names, "ServiceAccount entries", |s| s.sa_listed).await;
+    let listed = tracker
+        .wait_all(names, "ServiceAccount entries", |s| s.sa_listed)
+        .await;
     (secrets.max(listed) - t0, window.end())
 }
 
 /// The floor: a minimal client making exactly one Secret create and one ServiceAccount patch per
 /// namespace, with `concurrency` namespaces in flight.
-async fn floor_fan_out(floor: &Client, tracker: &Tracker, names: &[String], password: &str, concurrency: usize) -> Duration {
+async fn floor_fan_out(
+    floor: &Client,
+    tracker: &Tracker,
+    names: &[String],
+    password: &str,
+    concurrency: usize,
+) -> Duration {
     let data = config_with(password);
     let t0 = Instant::now();
     stream::iter(names.to_vec())
@@ -236,10 +304,17 @@ async fn floor_fan_out(floor: &Client, tracker: &Tracker, names: &[String], pass
             let (client, data) = (floor.clone(), data.clone());
             async move {
                 Api::<Secret>::namespaced(client.clone(), &ns)
-                    .create(&PostParams::default(), &secret(&ns, SECRET_NAME, &data, &[("bench-floor", "true")]))
+                    .create(
+                        &PostParams::default(),
+                        &secret(&ns, SECRET_NAME, &data, &[("bench-floor", "true")]),
+                    )
                     .await?;
                 Api::<ServiceAccount>::namespaced(client, &ns)
-                    .patch("default", &PatchParams::default(), &Patch::Merge(json!({"imagePullSecrets": [{"name": SECRET_NAME}]})))
+                    .patch(
+                        "default",
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"imagePullSecrets": [{"name": SECRET_NAME}]})),
+                    )
                     .await
                     .map(|_| ())
             }
@@ -249,13 +324,26 @@ async fn floor_fan_out(floor: &Client, tracker: &Tracker, names: &[String], pass
         .await
         .expect("floor writes");
     let secrets = tracker
-        .wait_all(names, "floor copies", |s| s.secret.as_ref().filter(|(d, _)| *d == data).map(|(_, at)| *at))
+        .wait_all(names, "floor copies", |s| {
+            s.secret
+                .as_ref()
+                .filter(|(d, _)| *d == data)
+                .map(|(_, at)| *at)
+        })
         .await;
-    let listed = tracker.wait_all(names, "floor entries", |s| s.sa_listed).await;
+    let listed = tracker
+        .wait_all(names, "floor entries", |s| s.sa_listed)
+        .await;
     secrets.max(listed) - t0
 }
 
-async fn floor_rotation(floor: &Client, tracker: &Tracker, names: &[String], password: &str, concurrency: usize) -> Duration {
+async fn floor_rotation(
+    floor: &Client,
+    tracker: &Tracker,
+    names: &[String],
+    password: &str,
+    concurrency: usize,
+) -> Duration {
     let data = config_with(password);
     let t0 = Instant::now();
     stream::iter(names.to_vec())
@@ -263,14 +351,25 @@ async fn floor_rotation(floor: &Client, tracker: &Tracker, names: &[String], pas
             let (client, data) = (floor.clone(), data.clone());
             async move {
                 let patch = json!({"data": {".dockerconfigjson": ByteString(data)}});
-                Api::<Secret>::namespaced(client, &ns).patch(SECRET_NAME, &PatchParams::default(), &Patch::Merge(patch)).await.map(|_| ())
+                Api::<Secret>::namespaced(client, &ns)
+                    .patch(SECRET_NAME, &PatchParams::default(), &Patch::Merge(patch))
+                    .await
+                    .map(|_| ())
             }
         })
         .buffer_unordered(concurrency)
         .try_collect::<Vec<_>>()
         .await
         .expect("floor updates");
-    tracker.wait_all(names, "floor rotation", |s| s.secret.as_ref().filter(|(d, _)| *d == data).map(|(_, at)| *at)).await - t0
+    tracker
+        .wait_all(names, "floor rotation", |s| {
+            s.secret
+                .as_ref()
+                .filter(|(d, _)| *d == data)
+                .map(|(_, at)| *at)
+        })
+        .await
+        - t0
 }
 
 /// A wall-clock window, for picking requests out of the audit log.
@@ -282,7 +381,10 @@ struct Window {
 
 impl Window {
     fn start() -> Self {
-        Window { from: SystemTime::now(), to: SystemTime::now() }
+        Window {
+            from: SystemTime::now(),
+            to: SystemTime::now(),
+        }
     }
     fn end(mut self) -> Self {
         self.to = SystemTime::now();
@@ -299,14 +401,22 @@ struct Requests {
 
 fn audit_requests(path: &str, user: &str, window: Window) -> Requests {
     let text = std::fs::read_to_string(path).expect("audit log");
-    let (from, to) = (Timestamp::try_from(window.from).unwrap(), Timestamp::try_from(window.to).unwrap());
+    let (from, to) = (
+        Timestamp::try_from(window.from).unwrap(),
+        Timestamp::try_from(window.to).unwrap(),
+    );
     let mut r = Requests::default();
     for line in text.lines() {
-        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
         if event["user"]["username"] != user {
             continue;
         }
-        let Some(at) = event["requestReceivedTimestamp"].as_str().and_then(|t| t.parse::<Timestamp>().ok()) else {
+        let Some(at) = event["requestReceivedTimestamp"]
+            .as_str()
+            .and_then(|t| t.parse::<Timestamp>().ok())
+        else {
             continue;
         };
         if at < from || at > to {
@@ -340,7 +450,12 @@ fn proc_status(pid: &str, field: &str) -> f64 {
 
 fn cpu_seconds(pid: &str) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("operator process");
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
     let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
     ticks / 100.0 // USER_HZ
 }
@@ -396,7 +511,8 @@ async fn main() {
     put("floor_concurrency", json!(floor_c));
     let floor_names = namespaces(&admin, &tracker, "floor", n).await;
     let fanout_floor = floor_fan_out(&floor, &tracker, &floor_names, "floor-pw-1", floor_c).await;
-    let rotation_floor = floor_rotation(&floor, &tracker, &floor_names, "floor-pw-2", floor_c).await;
+    let rotation_floor =
+        floor_rotation(&floor, &tracker, &floor_names, "floor-pw-2", floor_c).await;
     put("fanout_floor_s", json!(fanout_floor.as_secs_f64()));
     put("rotation_floor_s", json!(rotation_floor.as_secs_f64()));
 
@@ -405,10 +521,23 @@ async fn main() {
     settle(2).await;
     let (fanout, window) = fan_out(&admin, &tracker, "fan", &names, "pw-1").await;
     put("fanout_s", json!(fanout.as_secs_f64()));
-    put("fanout_ratio", json!(fanout.as_secs_f64() / fanout_floor.as_secs_f64()));
+    put(
+        "fanout_ratio",
+        json!(fanout.as_secs_f64() / fanout_floor.as_secs_f64()),
+    );
     settle(3).await; // audit batches flush within a second
-    let during = audit_requests(&audit, &operator_user, Window { from: window.from, to: window.to + Duration::from_secs(1) });
-    put("writes_per_namespace", json!(during.writes as f64 / n as f64));
+    let during = audit_requests(
+        &audit,
+        &operator_user,
+        Window {
+            from: window.from,
+            to: window.to + Duration::from_secs(1),
+        },
+    );
+    put(
+        "writes_per_namespace",
+        json!(during.writes as f64 / n as f64),
+    );
     put("reads_per_namespace", json!(during.reads as f64 / n as f64));
     put("fanout_reads_total", json!(during.reads));
     put("fanout_writes_total", json!(during.writes));
@@ -419,14 +548,28 @@ async fn main() {
     settle(2).await;
     let t0 = Instant::now();
     Api::<Secret>::namespaced(admin.clone(), SOURCE_NS)
-        .patch("src-fan", &PatchParams::default(), &Patch::Merge(json!({"data": {".dockerconfigjson": ByteString(config_with("pw-2"))}})))
+        .patch(
+            "src-fan",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {".dockerconfigjson": ByteString(config_with("pw-2"))}})),
+        )
         .await
         .expect("rotating");
     let want = config_with("pw-2");
-    let rotated = tracker.wait_all(&names, "rotation", |s| s.secret.as_ref().filter(|(d, _)| *d == want).map(|(_, at)| *at)).await;
+    let rotated = tracker
+        .wait_all(&names, "rotation", |s| {
+            s.secret
+                .as_ref()
+                .filter(|(d, _)| *d == want)
+                .map(|(_, at)| *at)
+        })
+        .await;
     let rotation = rotated - t0;
     put("rotation_s", json!(rotation.as_secs_f64()));
-    put("rotation_ratio", json!(rotation.as_secs_f64() / rotation_floor.as_secs_f64()));
+    put(
+        "rotation_ratio",
+        json!(rotation.as_secs_f64() / rotation_floor.as_secs_f64()),
+    );
 
     // 4. Idle cost.
     settle(5).await;
@@ -452,44 +595,74 @@ async fn main() {
         ticker.tick().await;
         let name = format!("fan-new-{i:05}");
         let ns = Namespace {
-            metadata: ObjectMeta { name: Some(name.clone()), labels: Some([("bench-set".to_string(), "fan".to_string())].into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some([("bench-set".to_string(), "fan".to_string())].into()),
+                ..Default::default()
+            },
             ..Default::default()
         };
-        api.create(&PostParams::default(), &ns).await.expect("namespace");
+        api.create(&PostParams::default(), &ns)
+            .await
+            .expect("namespace");
         onboarded.push(name);
     }
-    tracker.wait_all(&onboarded, "onboarding", |s| s.sa_listed).await;
+    tracker
+        .wait_all(&onboarded, "onboarding", |s| s.sa_listed)
+        .await;
     let mut latencies: Vec<f64> = onboarded
         .iter()
         .map(|ns| {
             let s = tracker.get(ns);
-            s.sa_listed.unwrap().saturating_duration_since(s.sa_appeared.unwrap()).as_secs_f64() * 1000.0
+            s.sa_listed
+                .unwrap()
+                .saturating_duration_since(s.sa_appeared.unwrap())
+                .as_secs_f64()
+                * 1000.0
         })
         .collect();
     latencies.sort_by(f64::total_cmp);
     put("onboarding_p50_ms", json!(percentile(&latencies, 50.0)));
     put("onboarding_p95_ms", json!(percentile(&latencies, 95.0)));
     put("onboarding_p99_ms", json!(percentile(&latencies, 99.0)));
-    put("onboarding_max_ms", json!(latencies.last().copied().unwrap_or(f64::NAN)));
+    put(
+        "onboarding_max_ms",
+        json!(latencies.last().copied().unwrap_or(f64::NAN)),
+    );
 
     // 6. Unrelated Secrets must not be cached.
     settle(3).await;
     let rss_before = proc_status(&pid, "VmRSS:");
     let bulk = "bench-unrelated";
-    api.create(&PostParams::default(), &Namespace { metadata: ObjectMeta { name: Some(bulk.into()), ..Default::default() }, ..Default::default() })
-        .await
-        .expect("namespace");
+    api.create(
+        &PostParams::default(),
+        &Namespace {
+            metadata: ObjectMeta {
+                name: Some(bulk.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("namespace");
     let payload = ByteString((0..256 * 1024).map(|i| (i * 7 % 251) as u8).collect());
     stream::iter(0..unrelated)
         .map(|i| {
             let (client, payload) = (admin.clone(), payload.clone());
             async move {
                 let s = Secret {
-                    metadata: ObjectMeta { name: Some(format!("blob-{i:05}")), ..Default::default() },
+                    metadata: ObjectMeta {
+                        name: Some(format!("blob-{i:05}")),
+                        ..Default::default()
+                    },
                     data: Some([("blob".to_string(), payload)].into()),
                     ..Default::default()
                 };
-                Api::<Secret>::namespaced(client, bulk).create(&PostParams::default(), &s).await.map(|_| ())
+                Api::<Secret>::namespaced(client, bulk)
+                    .create(&PostParams::default(), &s)
+                    .await
+                    .map(|_| ())
             }
         })
         .buffer_unordered(8)
@@ -516,20 +689,89 @@ async fn main() {
 
     std::fs::create_dir_all(&out).unwrap();
     let results = serde_json::Value::Object(results);
-    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&results).unwrap()).unwrap();
+    std::fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(&results).unwrap(),
+    )
+    .unwrap();
     print_table(&results);
 }
 
 fn print_table(r: &serde_json::Value) {
-    let f = |k: &str| r[k].as_f64().map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
+    let f = |k: &str| {
+        r[k].as_f64()
+            .map(|v| format!("{v:.2}"))
+            .unwrap_or_else(|| "-".into())
+    };
     let rows = [
-        ("fan-out, N namespaces", format!("{} s", f("fanout_s")), format!("floor {} s, ratio {}", f("fanout_floor_s"), f("fanout_ratio")), "≤ 1.25x floor"),
-        ("onboarding p50 / p95 / p99 / max", format!("{} / {} / {} / {} ms", f("onboarding_p50_ms"), f("onboarding_p95_ms"), f("onboarding_p99_ms"), f("onboarding_max_ms")), String::new(), "p99 < 1000 ms"),
-        ("rotation, N copies", format!("{} s", f("rotation_s")), format!("floor {} s, ratio {}", f("rotation_floor_s"), f("rotation_ratio")), "≤ 1.25x floor"),
-        ("idle writes", f("idle_writes"), format!("+ {} lease renewals, {} CPU s in {} s", f("idle_lease_writes"), f("idle_cpu_s"), f("idle_seconds")), "0"),
-        ("requests per namespace", format!("{} writes, {} reads", f("writes_per_namespace"), f("reads_per_namespace")), String::new(), "≤ 2 writes + O(1) reads"),
-        ("peak RSS at N", format!("{} MiB", f("peak_rss_mib")), format!("+{} MiB with unrelated Secrets", f("unrelated_rss_delta_mib")), "< 64 MiB; < 5 MiB"),
-        ("scaling N_SCALE vs N", f("scaling_ratio"), format!("{} s at {}", f("fanout_scale_s"), r["n_scale"]), "within 1.2"),
+        (
+            "fan-out, N namespaces",
+            format!("{} s", f("fanout_s")),
+            format!(
+                "floor {} s, ratio {}",
+                f("fanout_floor_s"),
+                f("fanout_ratio")
+            ),
+            "≤ 1.25x floor",
+        ),
+        (
+            "onboarding p50 / p95 / p99 / max",
+            format!(
+                "{} / {} / {} / {} ms",
+                f("onboarding_p50_ms"),
+                f("onboarding_p95_ms"),
+                f("onboarding_p99_ms"),
+                f("onboarding_max_ms")
+            ),
+            String::new(),
+            "p99 < 1000 ms",
+        ),
+        (
+            "rotation, N copies",
+            format!("{} s", f("rotation_s")),
+            format!(
+                "floor {} s, ratio {}",
+                f("rotation_floor_s"),
+                f("rotation_ratio")
+            ),
+            "≤ 1.25x floor",
+        ),
+        (
+            "idle writes",
+            f("idle_writes"),
+            format!(
+                "+ {} lease renewals, {} CPU s in {} s",
+                f("idle_lease_writes"),
+                f("idle_cpu_s"),
+                f("idle_seconds")
+            ),
+            "0",
+        ),
+        (
+            "requests per namespace",
+            format!(
+                "{} writes, {} reads",
+                f("writes_per_namespace"),
+                f("reads_per_namespace")
+            ),
+            String::new(),
+            "≤ 2 writes + O(1) reads",
+        ),
+        (
+            "peak RSS at N",
+            format!("{} MiB", f("peak_rss_mib")),
+            format!(
+                "+{} MiB with unrelated Secrets",
+                f("unrelated_rss_delta_mib")
+            ),
+            "< 64 MiB; < 5 MiB",
+        ),
+        (
+            "scaling N_SCALE vs N",
+            f("scaling_ratio"),
+            format!("{} s at {}", f("fanout_scale_s"), r["n_scale"]),
+            "within 1.2",
+        ),
     ];
     println!("\nregcred-operator benchmark (N = {})\n", r["n"]);
     println!("| scenario | result | detail | target |\n| --- | --- | --- | --- |");

@@ -154,30 +154,30 @@ pub async fn run(
         }
     });
 
-    let all = {
-        let store = credential_store.clone();
-        move || {
+    // Map each event to the credentials it concerns, not to all of them: with many namespaces,
+    // waking every credential on every namespace or ServiceAccount event would keep the
+    // unaffected ones re-planning back to back.
+    let by_namespace = {
+        let (store, secrets) = (credential_store.clone(), caches.secrets.clone());
+        move |ns: PartialObjectMeta<Namespace>| {
             store
                 .state()
                 .iter()
+                .filter(|rc| concerns_namespace(rc, &ns, &secrets))
                 .map(|rc| ObjectRef::from_obj(rc.as_ref()))
                 .collect::<Vec<_>>()
         }
     };
     let by_service_account = {
-        let store = credential_store.clone();
+        let (store, namespaces) = (credential_store.clone(), caches.namespaces.clone());
         move |sa: ServiceAccount| {
-            let name = sa.name_any();
+            let ns = namespaces.get(&ObjectRef::new(
+                sa.namespace().as_deref().unwrap_or_default(),
+            ));
             store
                 .state()
                 .iter()
-                .filter(|rc| {
-                    rc.spec
-                        .service_accounts
-                        .iter()
-                        .any(|p| p == "*" || *p == name)
-                        || !service_accounts::owned_by(&sa, &rc.name_any()).is_empty()
-                })
+                .filter(|rc| concerns_service_account(rc, &sa, ns.as_deref()))
                 .map(|rc| ObjectRef::from_obj(rc.as_ref()))
                 .collect::<Vec<_>>()
         }
@@ -199,7 +199,7 @@ pub async fn run(
     };
 
     controller
-        .watches_stream(ns_events, move |_| all())
+        .watches_stream(ns_events, by_namespace)
         .watches_stream(sa_events, by_service_account)
         .watches_stream(secret_events, {
             let store = credential_store.clone();
@@ -222,6 +222,51 @@ pub async fn run(
         })
         .await;
     info!("controller stopped");
+}
+
+fn targets_namespace(rc: &RegistryCredential, ns: &PartialObjectMeta<Namespace>) -> bool {
+    // An invalid selector is reported by the reconcile, so it must run.
+    Selection::new(&rc.spec).map_or(true, |selection| {
+        selection.targets(&NamespaceFacts {
+            name: ns.metadata.name.as_deref().unwrap_or_default(),
+            labels: ns.metadata.labels.as_ref(),
+            annotations: ns.metadata.annotations.as_ref(),
+            terminating: ns.metadata.deletion_timestamp.is_some(),
+        })
+    })
+}
+
+/// A namespace event matters to a credential that targets the namespace now, or that has its
+/// copy there (it may have to prune it).
+fn concerns_namespace(
+    rc: &RegistryCredential,
+    ns: &PartialObjectMeta<Namespace>,
+    secrets: &reflector::Store<Secret>,
+) -> bool {
+    targets_namespace(rc, ns)
+        || secrets
+            .get(
+                &ObjectRef::new(&rc.secret_name())
+                    .within(ns.metadata.name.as_deref().unwrap_or_default()),
+            )
+            .is_some()
+}
+
+/// A ServiceAccount event matters to a credential that selects the account in a namespace it
+/// targets (or in a namespace not cached yet), or whose entry the account carries.
+fn concerns_service_account(
+    rc: &RegistryCredential,
+    sa: &ServiceAccount,
+    ns: Option<&PartialObjectMeta<Namespace>>,
+) -> bool {
+    let name = sa.name_any();
+    let selected = rc
+        .spec
+        .service_accounts
+        .iter()
+        .any(|p| p == "*" || *p == name);
+    (selected && ns.is_none_or(|ns| targets_namespace(rc, ns)))
+        || !service_accounts::owned_by(sa, &rc.name_any()).is_empty()
 }
 
 /// A watch feeding a reflector store, without managedFields (memory), feeding our write overlay
