@@ -2,7 +2,7 @@
 # `make bench`: the benchmark on a dedicated local control plane with an audit log, the operator in
 # its own process under deploy/'s identity, and the driver in benches/regcred.rs. Results:
 # target/bench/results.json and a table on stdout.
-#   N=1000 (namespaces), N_SCALE=3000 (scaling run; 0 skips), UNRELATED=2000 (unrelated 256 KiB
+#   OPERATOR_ARGS (extra flags for the operator), N=1000 (namespaces), N_SCALE=3000 (scaling run; 0 skips), UNRELATED=2000 (unrelated 256 KiB
 #   Secrets for the memory scenario), IDLE_SECONDS=60, ONBOARD=200.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,7 +57,7 @@ kubeconfig_for bench-floor "$dir/floor.kubeconfig"
 mkdir -p "$dir/logs"
 KUBECONFIG=$dir/operator.kubeconfig RUST_LOG=info target/release/regcred-operator run \
   --namespace regcred-system --source-namespaces regcred-system \
-  --metrics-addr 127.0.0.1:0 --health-addr 127.0.0.1:0 >"$dir/logs/operator.log" 2>&1 &
+  --metrics-addr 127.0.0.1:0 --health-addr 127.0.0.1:0 ${OPERATOR_ARGS:-} >"$dir/logs/operator.log" 2>&1 &
 operator_pid=$!
 
 BENCH_ADMIN_KUBECONFIG=$dir/kubeconfig BENCH_FLOOR_KUBECONFIG=$dir/floor.kubeconfig \

@@ -164,7 +164,10 @@ impl Apply<'_> {
                 Err(StepError::Failed(Failure::conflict(ns, message)))
             }
             SecretStep::Create => self.create(ns, true).await,
-            SecretStep::Update { uid } => self.update(ns, &uid).await.map(|()| SecretDone::Written),
+            SecretStep::Update { current } => self
+                .update(ns, &current)
+                .await
+                .map(|()| SecretDone::Written),
             SecretStep::Recheck => self.recheck(ns).await,
         }
     }
@@ -197,28 +200,69 @@ impl Apply<'_> {
         }
     }
 
-    /// Server-side apply of our fields, forced (we own them), with the uid as precondition so
-    /// that a Secret deleted and recreated by someone else in between is not taken over.
-    async fn update(&self, ns: &str, uid: &str) -> Result<(), StepError> {
-        let mut desired = self.desired(ns);
-        desired.metadata.uid = Some(uid.into());
-        let pp = PatchParams::apply(MANAGER).force();
-        match self
-            .api(ns)
-            .patch(self.secret_name, &pp, &Patch::Apply(&desired))
-            .await
-        {
-            Ok(updated) => {
-                debug!(namespace = ns, secret = self.secret_name, "updated Secret");
-                self.ctx.metrics.write("secrets", "patch");
-                self.ctx.secret_writes.wrote(updated);
-                Ok(())
-            }
-            Err(e) => {
-                self.ctx.secret_writes.forget(ns, self.secret_name);
-                Err(self.step_error(ns, "updating", e))
+    /// Patches our fields onto `current` (ours, or being adopted) with its resourceVersion as
+    /// precondition; after a 409 reads it again once. A Secret of another type is replaced.
+    async fn update(&self, ns: &str, current: &Secret) -> Result<(), StepError> {
+        if current.type_.as_deref() != Some(DOCKER_CONFIG_JSON_TYPE) {
+            return self.replace(ns, current).await;
+        }
+        let api = self.api(ns);
+        let pp = PatchParams {
+            field_manager: Some(MANAGER.into()),
+            ..Default::default()
+        };
+        let mut current = std::borrow::Cow::Borrowed(current);
+        for attempt in 0..2 {
+            let patch = plan::update_patch(&current, self.owner, self.data);
+            match api.patch(self.secret_name, &pp, &Patch::Merge(patch)).await {
+                Ok(updated) => {
+                    debug!(namespace = ns, secret = self.secret_name, "updated Secret");
+                    self.ctx.metrics.write("secrets", "patch");
+                    self.ctx.secret_writes.wrote(updated);
+                    return Ok(());
+                }
+                Err(e) if status_code(&e) == Some(409) && attempt == 0 => {
+                    self.ctx.secret_writes.forget(ns, self.secret_name);
+                    let fresh = api
+                        .get_opt(self.secret_name)
+                        .await
+                        .map_err(|e| self.step_error(ns, "reading", e))?;
+                    match fresh {
+                        Some(fresh) if plan::ownership(&fresh, self.owner) == Ownership::Ours => {
+                            if plan::in_sync(&fresh, self.owner, self.data) {
+                                self.ctx.secret_writes.wrote(fresh);
+                                return Ok(());
+                            }
+                            current = std::borrow::Cow::Owned(fresh);
+                        }
+                        // Gone or no longer ours: the next pass decides from the watch.
+                        _ => return Err(self.step_error(ns, "updating", e)),
+                    }
+                }
+                Err(e) => {
+                    self.ctx.secret_writes.forget(ns, self.secret_name);
+                    return Err(self.step_error(ns, "updating", e));
+                }
             }
         }
+        unreachable!("the second attempt returns")
+    }
+
+    /// The type of a Secret is immutable: replace it, guarded by its uid.
+    async fn replace(&self, ns: &str, current: &Secret) -> Result<(), StepError> {
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: current.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        self.api(ns)
+            .delete(self.secret_name, &dp)
+            .await
+            .map_err(|e| self.step_error(ns, "replacing", e))?;
+        self.ctx.metrics.write("secrets", "delete");
+        self.create(ns, false).await.map(|_| ())
     }
 
     /// Reads a same-name Secret we could not see in our cache and decides what it is.
@@ -232,7 +276,6 @@ impl Apply<'_> {
             self.ctx.clear_conflict(ns, self.secret_name);
             return self.create(ns, false).await;
         };
-        let uid = existing.metadata.uid.clone().unwrap_or_default();
         match plan::ownership(&existing, self.owner) {
             Ownership::Ours => {
                 self.ctx.clear_conflict(ns, self.secret_name);
@@ -240,7 +283,9 @@ impl Apply<'_> {
                     self.ctx.secret_writes.wrote(existing);
                     Ok(SecretDone::Unchanged)
                 } else {
-                    self.update(ns, &uid).await.map(|()| SecretDone::Written)
+                    self.update(ns, &existing)
+                        .await
+                        .map(|()| SecretDone::Written)
                 }
             }
             Ownership::OtherCredential(c) => {
@@ -248,16 +293,11 @@ impl Apply<'_> {
                 self.ctx.record_conflict(ns, self.secret_name, &message);
                 Err(StepError::Failed(Failure::conflict(ns, message)))
             }
-            Ownership::Foreign => self.foreign(ns, existing, &uid).await,
+            Ownership::Foreign => self.foreign(ns, existing).await,
         }
     }
 
-    async fn foreign(
-        &self,
-        ns: &str,
-        existing: Secret,
-        uid: &str,
-    ) -> Result<SecretDone, StepError> {
+    async fn foreign(&self, ns: &str, existing: Secret) -> Result<SecretDone, StepError> {
         let type_ = existing.type_.as_deref().unwrap_or("Opaque");
         let refuse = |message: String| {
             self.ctx.record_conflict(ns, self.secret_name, &message);
@@ -271,24 +311,8 @@ impl Apply<'_> {
             ));
         }
         match type_ {
-            DOCKER_CONFIG_JSON_TYPE => {
-                self.update(ns, uid).await?;
-            }
-            // The type of a Secret is immutable: replace it, guarded by its uid.
-            DOCKERCFG_TYPE => {
-                let dp = DeleteParams {
-                    preconditions: Some(Preconditions {
-                        uid: Some(uid.into()),
-                        resource_version: None,
-                    }),
-                    ..Default::default()
-                };
-                self.api(ns)
-                    .delete(self.secret_name, &dp)
-                    .await
-                    .map_err(|e| self.step_error(ns, "replacing", e))?;
-                self.create(ns, false).await?;
-            }
+            // In place; a legacy dockercfg Secret is replaced (its type is immutable).
+            DOCKER_CONFIG_JSON_TYPE | DOCKERCFG_TYPE => self.update(ns, &existing).await?,
             other => {
                 return refuse(format!(
                     "Secret {ns}/{} exists and is not a registry-credential Secret (type {other}); \

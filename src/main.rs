@@ -48,7 +48,7 @@ struct RunArgs {
     #[arg(long, env = "REGCRED_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
     /// Namespaces written concurrently within one reconcile.
-    #[arg(long, env = "REGCRED_WRITE_CONCURRENCY", default_value_t = 64)]
+    #[arg(long, env = "REGCRED_WRITE_CONCURRENCY", default_value_t = 128)]
     write_concurrency: usize,
     /// Elect a leader on a Lease in --namespace, so that several replicas can run; only the leader
     /// writes. `--leader-election=false` for a single instance.

@@ -137,15 +137,38 @@ pub fn in_sync(secret: &Secret, owner: &Owner, data: &[u8]) -> bool {
             .any(|r| r.uid == owner.uid)
 }
 
+/// A JSON merge patch that brings a Secret of ours (or one being adopted) to what we write: our
+/// labels, our ownerReference added to any others, the config. It carries the resourceVersion it
+/// was computed from, so the API server refuses it (409) if the Secret changed meanwhile. Fields
+/// others added stay; the type cannot change in place (it is immutable).
+pub fn update_patch(current: &Secret, owner: &Owner, data: &[u8]) -> serde_json::Value {
+    let mut refs = current
+        .metadata
+        .owner_references
+        .clone()
+        .unwrap_or_default();
+    if !refs.iter().any(|r| r.uid == owner.uid) {
+        refs.push(owner.reference());
+    }
+    serde_json::json!({
+        "metadata": {
+            "resourceVersion": current.metadata.resource_version,
+            "labels": { MANAGED_BY_LABEL: MANAGER, CREDENTIAL_LABEL: owner.name },
+            "ownerReferences": refs,
+        },
+        "data": { DOCKER_CONFIG_JSON_KEY: ByteString(data.to_vec()) },
+    })
+}
+
 /// The step for the Secret of one target namespace.
 #[derive(Debug, Clone)]
 pub enum SecretStep {
     InSync,
     /// Not in the cache: create it (a same-name Secret we do not manage answers 409).
     Create,
-    /// Ours but different: apply our fields, with the uid as precondition.
+    /// Ours but different: patch our fields, with its resourceVersion as precondition.
     Update {
-        uid: String,
+        current: Arc<Secret>,
     },
     /// A foreign Secret was seen here a while ago, or one is cached that is not ours: read it
     /// before deciding.
@@ -257,8 +280,8 @@ pub fn sync(desired: &Desired<'_>, view: &impl View) -> Plan {
                 None => SecretStep::Create,
             },
             Some((s, Ownership::Ours)) if in_sync(s, owner, desired.data) => SecretStep::InSync,
-            Some((s, Ownership::Ours)) => SecretStep::Update {
-                uid: s.metadata.uid.clone().unwrap_or_default(),
+            Some((_, Ownership::Ours)) => SecretStep::Update {
+                current: existing.clone().expect("matched Some"),
             },
             Some((_, Ownership::OtherCredential(c))) => SecretStep::Conflict {
                 message: held_by_other(ns, desired.secret_name, &c),
@@ -523,7 +546,7 @@ mod tests {
         let (targets, sas) = (strings(&["a"]), strings(&[]));
         let plan = sync(&desired(&targets, &sas), &view);
         assert!(
-            matches!(&plan.targets[0].secret, SecretStep::Update { uid } if uid == "a-acme-pull-uid")
+            matches!(&plan.targets[0].secret, SecretStep::Update { current } if current.metadata.uid.as_deref() == Some("a-acme-pull-uid"))
         );
     }
 
@@ -683,6 +706,33 @@ mod tests {
             "entries stay"
         );
         assert_eq!(orphan.cleanups[0].edits[0].edit.annotation, None);
+    }
+
+    #[test]
+    fn update_patch_keeps_foreign_owners_and_carries_the_version() {
+        let mut current = (*ours("a", "acme-pull", b"old")).clone();
+        current.metadata.resource_version = Some("77".into());
+        current.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            name: "other".into(),
+            uid: "other-uid".into(),
+            ..Default::default()
+        }]);
+        let patch = update_patch(&current, &owner(), b"new");
+        assert_eq!(patch["metadata"]["resourceVersion"], "77");
+        let uids: Vec<_> = patch["metadata"]["ownerReferences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["uid"].as_str().unwrap())
+            .collect();
+        assert_eq!(uids, ["other-uid", "uid-1"]);
+        assert_eq!(
+            patch["data"][DOCKER_CONFIG_JSON_KEY], "bmV3",
+            "base64 of the new config"
+        );
+        assert_eq!(patch["metadata"]["labels"][CREDENTIAL_LABEL], "acme");
     }
 
     #[test]
