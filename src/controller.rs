@@ -30,14 +30,17 @@ use crate::{
     apply::{Apply, Failure},
     context::{Appearances, CONFLICT_RECHECK, Caches, Context, Settings},
     crd::{CREDENTIAL_LABEL, FINALIZER, MANAGED_BY_LABEL, MANAGER, RegistryCredential},
+    dockerconfig::DockerConfig,
     error::Error,
     http::Health,
     metrics::Metrics,
     overlay::Overlay,
     plan::{self, Desired, Owner},
+    registry::RegistryKey,
+    registry_check::Checker,
     service_accounts,
     source::{self, ResolvedSource},
-    status::{self, Report},
+    status::{self, CredentialsCondition, Report},
     targets::{NamespaceFacts, Selection},
 };
 
@@ -140,6 +143,7 @@ pub async fn run(
         secret_writes,
         sa_writes,
         appeared,
+        verifications: Mutex::default(),
         conflicts: Mutex::default(),
         failures: Mutex::default(),
     });
@@ -420,6 +424,7 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
             patched_service_accounts: old.map(|s| s.patched_service_accounts).unwrap_or_default(),
             failures: Vec::new(),
             source_version: None,
+            credentials: CredentialsCondition::Keep,
         };
         write_status(ctx, rc, report).await?;
         return Ok(Action::await_change());
@@ -501,6 +506,7 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
         patched_service_accounts: outcome.patched_service_accounts,
         source_version: ready.then(|| resolved.version.clone()),
         failures: outcome.failures.clone(),
+        credentials: verification(ctx, rc, &resolved).await,
     };
     let mut reasons: BTreeMap<String, u32> = BTreeMap::new();
     for f in &outcome.failures {
@@ -529,13 +535,104 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
         .await;
     }
 
+    let resync = rc.spec.verify.as_ref().map_or(RESYNC, |v| {
+        RESYNC.min(Duration::from_secs(v.interval_seconds.max(10).into()))
+    });
     Ok(if ready {
-        Action::requeue(RESYNC)
+        Action::requeue(resync)
     } else if only_conflicts {
         Action::requeue(CONFLICT_RECHECK + Duration::from_secs(1))
     } else {
         Action::requeue(backoff(ctx, &owner.name))
     })
+}
+
+/// Asks each registry of the config whether it accepts the credentials, when verification is on
+/// and due (interval elapsed, or the source changed).
+async fn verification(
+    ctx: &Context,
+    rc: &RegistryCredential,
+    resolved: &ResolvedSource,
+) -> CredentialsCondition {
+    let Some(verify) = &rc.spec.verify else {
+        return CredentialsCondition::Off;
+    };
+    let name = rc.name_any();
+    let interval = Duration::from_secs(verify.interval_seconds.max(10).into());
+    let due = match ctx
+        .verifications
+        .lock()
+        .expect("verifications lock")
+        .get(&name)
+    {
+        Some((at, version)) => at.elapsed() >= interval || *version != resolved.version,
+        None => true,
+    };
+    if !due {
+        return CredentialsCondition::Keep;
+    }
+    let set = |valid: bool, reason: &str, message: String| CredentialsCondition::Set {
+        valid,
+        reason: reason.into(),
+        message,
+    };
+    let checker = match Checker::new(
+        verify.ca_bundle.as_deref().map(str::as_bytes),
+        Duration::from_secs(10),
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            return set(
+                false,
+                "InvalidCABundle",
+                format!("spec.verify.caBundle: {e}"),
+            );
+        }
+    };
+    let Ok(config) = DockerConfig::from_dockerconfigjson(&resolved.data) else {
+        return set(
+            false,
+            "InvalidSource",
+            "the source config could not be read".into(),
+        );
+    };
+    let mut checked = Vec::new();
+    let mut failure = None;
+    for key in config.registries() {
+        let Ok(parsed) = RegistryKey::parse(key) else {
+            continue;
+        };
+        let host = match parsed.port() {
+            Some(port) => format!("{}:{port}", parsed.host()),
+            None => parsed.host().to_string(),
+        };
+        // A wildcard key names no single registry; token-only entries have nothing to send.
+        let (false, Some(credentials)) = (host.contains('*'), config.credentials(key)) else {
+            continue;
+        };
+        let outcome = checker.check(&host, &credentials).await;
+        if !outcome.ok() && failure.is_none() {
+            failure = Some((outcome.reason(), outcome.describe(&host)));
+        }
+        checked.push(host);
+    }
+    ctx.verifications
+        .lock()
+        .expect("verifications lock")
+        .insert(name, (Instant::now(), resolved.version.clone()));
+    match failure {
+        Some((reason, message)) => set(false, reason, message),
+        None if checked.is_empty() => set(
+            true,
+            "NotChecked",
+            "no entry with a user name and password to check".into(),
+        ),
+        None => set(
+            true,
+            "Authenticated",
+            format!("accepted by {}", checked.join(", ")),
+        ),
+    }
 }
 
 /// A report for a configuration problem: the counts stay as last observed.
@@ -567,6 +664,7 @@ fn stalled_report(
             })
             .unwrap_or_default(),
         source_version: None,
+        credentials: CredentialsCondition::Keep,
     }
 }
 
@@ -598,6 +696,22 @@ async fn write_status(ctx: &Context, rc: &RegistryCredential, report: Report) ->
         name: name.clone(),
         source: Box::new(source),
     })?;
+    if let CredentialsCondition::Set {
+        valid,
+        reason,
+        message,
+    } = &report.credentials
+    {
+        let before = old.and_then(|s| s.conditions.iter().find(|c| c.type_ == "CredentialsValid"));
+        if before.is_none_or(|c| c.reason != *reason) && !(before.is_none() && *valid) {
+            let (type_, event_reason) = if *valid {
+                (EventType::Normal, "CredentialsValid")
+            } else {
+                (EventType::Warning, "CredentialsRejected")
+            };
+            publish(ctx, rc, type_, event_reason, message.clone()).await;
+        }
+    }
     if transition && !(report.reason == "Progressing" && old_ready.is_none()) {
         let type_ = if report.ready {
             EventType::Normal

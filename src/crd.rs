@@ -89,6 +89,29 @@ pub struct RegistryCredentialSpec {
     /// reports what would be targeted.
     #[serde(default)]
     pub suspend: bool,
+
+    /// Opt-in: periodically ask each registry (`/v2/`) whether it still accepts the credentials,
+    /// and report the answer as the `CredentialsValid` condition (with an Event when it changes),
+    /// so that expired credentials are noticed before pods fail to pull. Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<Verification>,
+}
+
+/// How credentials are verified against their registries.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    /// Seconds between checks (at least 10; default 3600). A change of the source is checked at once.
+    #[serde(default = "default_verify_interval")]
+    #[schemars(with = "i32", range(min = 10))]
+    pub interval_seconds: u32,
+    /// Extra CA certificates (PEM) to trust, for registries with a private CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
+}
+
+fn default_verify_interval() -> u32 {
+    3600
 }
 
 fn default_service_accounts() -> Vec<String> {

@@ -80,6 +80,24 @@ pub struct DockerConfig {
     auths: BTreeMap<String, Map<String, Value>>,
 }
 
+/// The user name and password of one entry, for talking to the registry.
+///
+/// `Debug` shows the password as `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
 /// One `kubectl create secret docker-registry` login.
 ///
 /// `Debug` shows the password as `<redacted>`.
@@ -246,6 +264,21 @@ impl DockerConfig {
     }
 
     /// The number of registry keys (at least one for a validated config).
+    /// The credentials of the entry `registry` (a key as written): `username`/`password`, or
+    /// the decoded `auth`. `None` for token-only entries and unknown keys.
+    pub fn credentials(&self, registry: &str) -> Option<Credentials> {
+        let entry = self.auths.get(registry)?;
+        let fields = CredentialFields::read(registry, entry).ok()?;
+        if let (Some(username), Some(password)) = (fields.username, fields.password) {
+            return Some(Credentials {
+                username: username.into(),
+                password: password.into(),
+            });
+        }
+        let (username, password) = decode_auth(registry, fields.auth?).ok()?;
+        Some(Credentials { username, password })
+    }
+
     pub fn len(&self) -> usize {
         self.auths.len()
     }

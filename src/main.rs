@@ -24,6 +24,10 @@ struct Cli {
 enum Command {
     /// Run the controller (kubeconfig: in-cluster, then KUBECONFIG / ~/.kube/config).
     Run(Box<RunArgs>),
+    /// Explain why a pod cannot pull its image (also installable as the kubectl plugin
+    /// `kubectl-regcred`: `kubectl regcred doctor ...`). Exit 0: the pull should work; 1: a
+    /// problem was found; 2: usage error or nothing to diagnose.
+    Doctor(DoctorArgs),
     /// Print the RegistryCredential CRD as YAML.
     Crd,
     /// Print the version.
@@ -69,6 +73,88 @@ struct RunArgs {
     selector: Option<String>,
 }
 
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("subject").required(true).args(["pod", "image"])))]
+struct DoctorArgs {
+    /// The pod: `pod/<name>` or `<name>`.
+    pod: Option<String>,
+    /// Namespace (default: the kubeconfig context's namespace).
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// Diagnose an image before anything is deployed, as a new pod of --service-account would pull it.
+    #[arg(long, conflicts_with = "pod")]
+    image: Option<String>,
+    /// The ServiceAccount a new pod would use (with --image).
+    #[arg(long, default_value = "default", requires = "image")]
+    service_account: String,
+    /// Also ask the registry (`/v2/`) whether it accepts the matching credentials.
+    #[arg(long)]
+    check_registry: bool,
+    /// PEM file of extra CAs to trust for --check-registry.
+    #[arg(long, requires = "check_registry")]
+    ca_file: Option<std::path::PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    output: DoctorOutput,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DoctorOutput {
+    Text,
+    Json,
+}
+
+async fn doctor(args: DoctorArgs) -> Result<bool, String> {
+    use regcred_operator::{doctor as dr, registry_check::Checker};
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| format!("cannot load a Kubernetes client configuration: {e}"))?;
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+    let subject = match (args.pod, args.image) {
+        (Some(pod), None) => dr::Subject::Pod(
+            pod.strip_prefix("pod/")
+                .or(pod.strip_prefix("pods/"))
+                .unwrap_or(&pod)
+                .to_string(),
+        ),
+        (None, Some(image)) => dr::Subject::Image {
+            image,
+            service_account: args.service_account,
+        },
+        _ => return Err("give a pod or --image".into()),
+    };
+    let checker = if args.check_registry {
+        let ca = match &args.ca_file {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .map_err(|e| format!("reading --ca-file {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        Some(
+            Checker::new(ca.as_deref(), std::time::Duration::from_secs(10))
+                .map_err(|e| e.to_string())?,
+        )
+    } else {
+        None
+    };
+    let report = dr::diagnose(&client, &namespace, &subject, checker.as_ref())
+        .await
+        .map_err(|e| e.to_string())?;
+    match args.output {
+        DoctorOutput::Text => print!("{}", dr::render_text(&report)),
+        DoctorOutput::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("report serializes")
+        ),
+    }
+    Ok(report.ok)
+}
+
 fn identity(explicit: Option<String>) -> String {
     explicit.unwrap_or_else(|| {
         let host = std::env::var("POD_NAME")
@@ -90,6 +176,20 @@ fn main() -> ExitCode {
         Command::Crd => {
             print!("{}", crd::crd_yaml());
             ExitCode::SUCCESS
+        }
+        Command::Doctor(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match runtime.block_on(doctor(args)) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    ExitCode::from(2)
+                }
+            }
         }
         Command::Version => {
             println!("regcred-operator {}", env!("CARGO_PKG_VERSION"));

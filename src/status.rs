@@ -33,6 +33,23 @@ pub struct Report {
     pub failures: Vec<Failure>,
     /// Version of the source now in every copy; `None` keeps the previous value.
     pub source_version: Option<String>,
+    /// The `CredentialsValid` condition.
+    pub credentials: CredentialsCondition,
+}
+
+/// What to do with the `CredentialsValid` condition in this status.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum CredentialsCondition {
+    /// Verification is off: no such condition.
+    #[default]
+    Off,
+    /// Not checked in this pass: keep the previous one.
+    Keep,
+    Set {
+        valid: bool,
+        reason: String,
+        message: String,
+    },
 }
 
 fn condition(
@@ -94,6 +111,32 @@ pub fn build(
             &now,
         ));
     }
+    match &report.credentials {
+        CredentialsCondition::Set {
+            valid,
+            reason,
+            message,
+        } => {
+            conditions.push(condition(
+                "CredentialsValid",
+                *valid,
+                reason,
+                message,
+                generation,
+                old_conditions,
+                &now,
+            ));
+        }
+        CredentialsCondition::Keep => {
+            conditions.extend(
+                old_conditions
+                    .iter()
+                    .filter(|c| c.type_ == "CredentialsValid")
+                    .cloned(),
+            );
+        }
+        CredentialsCondition::Off => {}
+    }
     let mut failures: Vec<NamespaceFailure> = report
         .failures
         .iter()
@@ -147,6 +190,7 @@ mod tests {
             patched_service_accounts: synced,
             failures: vec![],
             source_version: Some("42".into()),
+            credentials: CredentialsCondition::Off,
         }
     }
 

@@ -176,6 +176,7 @@ mod tests {
             conflict_policy: Default::default(),
             deletion_policy: Default::default(),
             suspend: false,
+            verify: None,
         }
     }
 

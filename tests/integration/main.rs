@@ -5,10 +5,13 @@ mod support;
 
 mod bad_input;
 mod conflicts;
+mod doctor;
 mod fanout;
 mod foundation;
 mod lifecycle;
 mod operate;
 mod packaging;
+mod registry;
+mod registry_fixture;
 mod service_accounts;
 mod sources;
