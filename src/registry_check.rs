@@ -127,14 +127,19 @@ impl Checker {
 
     /// Checks `registry` (`host[:port]`, as the kubelet reads the key) with `credentials`.
     pub async fn check(&self, registry: &str, credentials: &Credentials) -> Outcome {
-        match tokio::time::timeout(self.timeout, self.check_inner(registry, credentials)).await {
+        self.check_base(&format!("https://{registry}"), credentials).await
+    }
+
+    /// Checks the registry at `base` (`scheme://host[:port]`).
+    pub async fn check_base(&self, base: &str, credentials: &Credentials) -> Outcome {
+        match tokio::time::timeout(self.timeout, self.check_inner(base, credentials)).await {
             Ok(outcome) => outcome,
             Err(_) => Outcome::Timeout,
         }
     }
 
-    async fn check_inner(&self, registry: &str, credentials: &Credentials) -> Outcome {
-        let url = format!("https://{registry}/v2/");
+    async fn check_inner(&self, base: &str, credentials: &Credentials) -> Outcome {
+        let url = format!("{base}/v2/");
         let (status, challenge, _) = match self.get(&url, None).await {
             Ok(r) => r,
             Err(o) => return o,
@@ -360,6 +365,66 @@ mod tests {
         assert!(o.describe("r.io").starts_with("r.io refused"));
         assert!(!o.ok());
         assert!(Outcome::Authenticated.ok());
+    }
+
+    /// A registry that answers with a Bearer challenge and a token service that trades Basic
+    /// credentials for a token, over real sockets: the exchange a pull makes on Docker Hub, GHCR
+    /// or Harbor.
+    async fn token_registry() -> String {
+        use axum::{Router, extract::Query, http::HeaderMap, response::IntoResponse, routing::get};
+        use std::collections::HashMap;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let realm = format!("http://{addr}/token");
+        let app = Router::new()
+            .route(
+                "/v2/",
+                get(move |headers: HeaderMap| {
+                    let realm = realm.clone();
+                    async move {
+                        if headers.get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer good-token") {
+                            return (StatusCode::OK, HeaderMap::new(), "{}").into_response();
+                        }
+                        let mut h = HeaderMap::new();
+                        let challenge = format!(r#"Bearer realm="{realm}",service="test-registry",scope="registry:catalog:*""#);
+                        h.insert("www-authenticate", challenge.parse().unwrap());
+                        (StatusCode::UNAUTHORIZED, h, "").into_response()
+                    }
+                }),
+            )
+            .route(
+                "/token",
+                get(|headers: HeaderMap, Query(q): Query<HashMap<String, String>>| async move {
+                    let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("robot:right"));
+                    let ok = headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(expected.as_str())
+                        && q.get("service").map(String::as_str) == Some("test-registry")
+                        && q.get("scope").map(String::as_str) == Some("registry:catalog:*");
+                    if ok {
+                        (StatusCode::OK, r#"{"token":"good-token"}"#).into_response()
+                    } else {
+                        (StatusCode::UNAUTHORIZED, "").into_response()
+                    }
+                }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn bearer_token_exchange_authenticates_and_refuses() {
+        let base = token_registry().await;
+        let checker = Checker::new(None, Duration::from_secs(5)).unwrap();
+        let creds = |pw: &str| Credentials { username: "robot".into(), password: pw.into() };
+        assert_eq!(checker.check_base(&base, &creds("right")).await, Outcome::Authenticated);
+        assert!(matches!(checker.check_base(&base, &creds("wrong")).await, Outcome::Refused(why) if why.contains("token service")));
+    }
+
+    #[tokio::test]
+    async fn closed_port_is_unreachable() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let checker = Checker::new(None, Duration::from_secs(5)).unwrap();
+        let creds = Credentials { username: "u".into(), password: "p".into() };
+        assert!(matches!(checker.check(&format!("127.0.0.1:{port}"), &creds).await, Outcome::Unreachable(_)));
     }
 
     #[test]
