@@ -35,7 +35,7 @@ unit: deps
 integration: deps
 	tests/run-integration.sh
 
-test: lint unit release integration
+test: lint unit release integration bench-smoke
 
 crd:
 	cargo run --quiet -- crd > crds/registrycredential.yaml

@@ -271,6 +271,14 @@ fn unwrap_descriptions(value: &mut serde_json::Value) {
         serde_json::Value::Object(map) => {
             for (key, v) in map.iter_mut() {
                 match v {
+                    // schemars writes integer bounds as floats (`10.0`); YAML tools disagree on
+                    // how to render those, so keep them integers.
+                    serde_json::Value::Number(n)
+                        if (key == "minimum" || key == "maximum")
+                            && n.as_f64().is_some_and(|f| f.fract() == 0.0) =>
+                    {
+                        *v = serde_json::Value::from(n.as_f64().unwrap_or_default() as i64);
+                    }
                     serde_json::Value::String(text) if key == "description" => {
                         *text = text
                             .split("\n\n")

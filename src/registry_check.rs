@@ -127,7 +127,8 @@ impl Checker {
 
     /// Checks `registry` (`host[:port]`, as the kubelet reads the key) with `credentials`.
     pub async fn check(&self, registry: &str, credentials: &Credentials) -> Outcome {
-        self.check_base(&format!("https://{registry}"), credentials).await
+        self.check_base(&format!("https://{registry}"), credentials)
+            .await
     }
 
     /// Checks the registry at `base` (`scheme://host[:port]`).
@@ -414,17 +415,35 @@ mod tests {
     async fn bearer_token_exchange_authenticates_and_refuses() {
         let base = token_registry().await;
         let checker = Checker::new(None, Duration::from_secs(5)).unwrap();
-        let creds = |pw: &str| Credentials { username: "robot".into(), password: pw.into() };
-        assert_eq!(checker.check_base(&base, &creds("right")).await, Outcome::Authenticated);
-        assert!(matches!(checker.check_base(&base, &creds("wrong")).await, Outcome::Refused(why) if why.contains("token service")));
+        let creds = |pw: &str| Credentials {
+            username: "robot".into(),
+            password: pw.into(),
+        };
+        assert_eq!(
+            checker.check_base(&base, &creds("right")).await,
+            Outcome::Authenticated
+        );
+        assert!(
+            matches!(checker.check_base(&base, &creds("wrong")).await, Outcome::Refused(why) if why.contains("token service"))
+        );
     }
 
     #[tokio::test]
     async fn closed_port_is_unreachable() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let checker = Checker::new(None, Duration::from_secs(5)).unwrap();
-        let creds = Credentials { username: "u".into(), password: "p".into() };
-        assert!(matches!(checker.check(&format!("127.0.0.1:{port}"), &creds).await, Outcome::Unreachable(_)));
+        let creds = Credentials {
+            username: "u".into(),
+            password: "p".into(),
+        };
+        assert!(matches!(
+            checker.check(&format!("127.0.0.1:{port}"), &creds).await,
+            Outcome::Unreachable(_)
+        ));
     }
 
     #[test]

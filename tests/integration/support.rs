@@ -458,38 +458,49 @@ pub async fn assert_nothing_leaked(client: &Client, name: &str, passwords: &[&st
     );
 }
 
-/// A client that authenticates as `namespace/name` with a TokenRequest token.
-pub async fn client_as_service_account(admin: &Client, namespace: &str, name: &str) -> Client {
+/// A TokenRequest token of the ServiceAccount `namespace/name`.
+pub async fn service_account_token(admin: &Client, namespace: &str, name: &str) -> String {
     let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
     let req = TokenRequest {
         spec: Some(TokenRequestSpec {
             audiences: None,
-            expiration_seconds: Some(3600),
+            expiration_seconds: Some(7200),
             bound_object_ref: None,
         }),
         ..Default::default()
     };
-    let token = sas
-        .create_subresource::<TokenRequest, TokenRequest>(
-            "token",
-            name,
-            &PostParams::default(),
-            &req,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("TokenRequest for {namespace}/{name}: {e}"))
-        .status
-        .expect("token status")
-        .token
-        .expect("token");
-    let kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("kubeconfig");
-    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+    sas.create_subresource::<TokenRequest, TokenRequest>(
+        "token",
+        name,
+        &PostParams::default(),
+        &req,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("TokenRequest for {namespace}/{name}: {e}"))
+    .status
+    .and_then(|s| s.token)
+    .expect("token")
+}
+
+/// The admin kubeconfig with its users authenticating as `namespace/name` instead.
+async fn kubeconfig_as(admin: &Client, namespace: &str, name: &str) -> Kubeconfig {
+    let token = service_account_token(admin, namespace, name).await;
+    let mut kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("kubeconfig");
+    for user in &mut kubeconfig.auth_infos {
+        user.auth_info = Some(kube::config::AuthInfo {
+            token: Some(token.clone().into()),
+            ..Default::default()
+        });
+    }
+    kubeconfig
+}
+
+/// A client that authenticates as `namespace/name` with a TokenRequest token.
+pub async fn client_as_service_account(admin: &Client, namespace: &str, name: &str) -> Client {
+    let kubeconfig = kubeconfig_as(admin, namespace, name).await;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .expect("config");
-    config.auth_info = kube::config::AuthInfo {
-        token: Some(token.into()),
-        ..Default::default()
-    };
     Client::try_from(config).expect("client")
 }
 
@@ -704,34 +715,7 @@ pub async fn kubeconfig_for_service_account(
     name: &str,
     path: &std::path::Path,
 ) {
-    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
-    let req = TokenRequest {
-        spec: Some(TokenRequestSpec {
-            audiences: None,
-            expiration_seconds: Some(7200),
-            bound_object_ref: None,
-        }),
-        ..Default::default()
-    };
-    let token = sas
-        .create_subresource::<TokenRequest, TokenRequest>(
-            "token",
-            name,
-            &PostParams::default(),
-            &req,
-        )
-        .await
-        .expect("TokenRequest")
-        .status
-        .and_then(|s| s.token)
-        .expect("token");
-    let mut kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("kubeconfig");
-    for user in &mut kubeconfig.auth_infos {
-        user.auth_info = Some(kube::config::AuthInfo {
-            token: Some(token.clone().into()),
-            ..Default::default()
-        });
-    }
+    let kubeconfig = kubeconfig_as(admin, namespace, name).await;
     std::fs::write(path, serde_yaml::to_string(&kubeconfig).expect("yaml"))
         .expect("writing kubeconfig");
 }
