@@ -44,5 +44,10 @@ say "a pod created in team-b gets both pull secrets from its ServiceAccount"
 kubectl -n team-b run demo --image=registry.acme.example/app:1.0 --restart=Never --dry-run=server -o jsonpath='{.spec.imagePullSecrets}'
 echo
 
+say "doctor: would a pod in team-a pull registry.acme.example/app?"
+kubectl -n team-a delete pod demo --ignore-not-found >/dev/null
+kubectl -n team-a run demo --image=registry.acme.example/app:1.0 --restart=Never >/dev/null
+target/debug/regcred-operator doctor pod/demo -n team-a || true
+
 say "done: the operator stopped; the cluster keeps running ('make cluster-down' stops it)"
 echo "  export KUBECONFIG=$KUBECONFIG PATH=$(dirname "$(command -v kubectl)"):\$PATH"

@@ -5,8 +5,6 @@
 //!
 //! Never prints credential material: Secrets are reported by name, type, registries and problems.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::{Event, Pod, Secret, ServiceAccount};
 use kube::{Api, Client, ResourceExt, api::ListParams};
 use serde::Serialize;
@@ -712,13 +710,4 @@ pub fn render_text(r: &Report) -> String {
         let _ = writeln!(out, "fix: {fix}");
     }
     out
-}
-
-/// Groups nothing; kept for JSON consumers that want problems by code.
-pub fn problem_codes(r: &Report) -> BTreeMap<&'static str, usize> {
-    let mut codes = BTreeMap::new();
-    for p in r.images.iter().flat_map(|i| &i.problems) {
-        *codes.entry(p.code).or_default() += 1;
-    }
-    codes
 }
