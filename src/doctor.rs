@@ -14,7 +14,7 @@ use crate::{
     dockerconfig::DockerConfig,
     matching::{self, ImageRef, PullFailure, Verdict},
     registry_check::{Checker, Outcome},
-    source::{DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE, DOCKERCFG_KEY, DOCKERCFG_TYPE},
+    source::{self, DOCKER_CONFIG_JSON_TYPE, DOCKERCFG_TYPE},
 };
 
 /// What to diagnose.
@@ -187,32 +187,12 @@ async fn load_secret(client: &Client, namespace: &str, name: &str) -> Result<Loa
     if labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGER) {
         report.managed_by = labels.get(CREDENTIAL_LABEL).cloned();
     }
-    let get = |key: &str| {
-        secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|b| b.0.as_slice())
-    };
     // The kubelet reads only these two types; an Opaque Secret is ignored even with the right key.
-    let parsed = match type_.as_str() {
-        DOCKER_CONFIG_JSON_TYPE => match get(DOCKER_CONFIG_JSON_KEY) {
-            Some(bytes) => DockerConfig::from_dockerconfigjson(bytes)
-                .map_err(|e| format!("key {DOCKER_CONFIG_JSON_KEY}: {e}")),
-            None => Err(format!(
-                "type {type_} but key {DOCKER_CONFIG_JSON_KEY} is missing"
-            )),
-        },
-        DOCKERCFG_TYPE => match get(DOCKERCFG_KEY) {
-            Some(bytes) => {
-                DockerConfig::from_dockercfg(bytes).map_err(|e| format!("key {DOCKERCFG_KEY}: {e}"))
-            }
-            None => Err(format!("type {type_} but key {DOCKERCFG_KEY} is missing")),
-        },
-        other => Err(format!(
-            "type {other}: the kubelet only uses {DOCKER_CONFIG_JSON_TYPE} (or legacy {DOCKERCFG_TYPE}) Secrets as pull secrets"
-        )),
-    };
+    let parsed = source::kubelet_config(&secret).unwrap_or_else(|| {
+        Err(format!(
+            "type {type_}: the kubelet only uses {DOCKER_CONFIG_JSON_TYPE} (or legacy {DOCKERCFG_TYPE}) Secrets as pull secrets"
+        ))
+    });
     match parsed {
         Ok(config) => {
             report.registries = config.registries().map(str::to_string).collect();

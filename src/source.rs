@@ -181,41 +181,42 @@ fn keys_of(secret: &Secret) -> String {
     }
 }
 
-/// Reads a registry config from a source Secret of any supported shape.
+type Parser = fn(&[u8]) -> Result<DockerConfig, ConfigError>;
+
+/// Reads a Secret of one of the two types the kubelet uses as a pull secret
+/// (`kubernetes.io/dockerconfigjson`, legacy `kubernetes.io/dockercfg`); `None` for any other type.
+pub fn kubelet_config(secret: &Secret) -> Option<Result<DockerConfig, String>> {
+    let (key, parse): (&str, Parser) = match secret.type_.as_deref() {
+        Some(DOCKER_CONFIG_JSON_TYPE) => {
+            (DOCKER_CONFIG_JSON_KEY, DockerConfig::from_dockerconfigjson)
+        }
+        Some(DOCKERCFG_TYPE) => (DOCKERCFG_KEY, DockerConfig::from_dockercfg),
+        _ => return None,
+    };
+    let type_ = secret.type_.as_deref().unwrap_or_default();
+    Some(match secret.data.as_ref().and_then(|d| d.get(key)) {
+        Some(bytes) => parse(&bytes.0).map_err(|e| format!("key {key}: {e}")),
+        None => Err(format!(
+            "type {type_} but key {key} is missing (found {})",
+            keys_of(secret)
+        )),
+    })
+}
+
+/// Reads a registry config from a source Secret of any supported shape: the kubelet's two types,
+/// or `Opaque` with a `.dockerconfigjson` key (as External Secrets writes it).
 pub fn config_from_secret(secret: &Secret) -> Result<DockerConfig, String> {
-    let type_ = secret.type_.as_deref().unwrap_or("Opaque");
-    let get = |key: &str| {
-        secret
+    if let Some(parsed) = kubelet_config(secret) {
+        return parsed;
+    }
+    match secret.type_.as_deref().unwrap_or("Opaque") {
+        "Opaque" => match secret
             .data
             .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|b| b.0.as_slice())
-    };
-    let parsed =
-        |r: Result<DockerConfig, ConfigError>, key: &str| r.map_err(|e| format!("key {key}: {e}"));
-    match type_ {
-        DOCKER_CONFIG_JSON_TYPE => match get(DOCKER_CONFIG_JSON_KEY) {
-            Some(bytes) => parsed(
-                DockerConfig::from_dockerconfigjson(bytes),
-                DOCKER_CONFIG_JSON_KEY,
-            ),
-            None => Err(format!(
-                "type {type_} but key {DOCKER_CONFIG_JSON_KEY} is missing (found {})",
-                keys_of(secret)
-            )),
-        },
-        DOCKERCFG_TYPE => match get(DOCKERCFG_KEY) {
-            Some(bytes) => parsed(DockerConfig::from_dockercfg(bytes), DOCKERCFG_KEY),
-            None => Err(format!(
-                "type {type_} but key {DOCKERCFG_KEY} is missing (found {})",
-                keys_of(secret)
-            )),
-        },
-        "Opaque" => match get(DOCKER_CONFIG_JSON_KEY) {
-            Some(bytes) => parsed(
-                DockerConfig::from_dockerconfigjson(bytes),
-                DOCKER_CONFIG_JSON_KEY,
-            ),
+            .and_then(|d| d.get(DOCKER_CONFIG_JSON_KEY))
+        {
+            Some(bytes) => DockerConfig::from_dockerconfigjson(&bytes.0)
+                .map_err(|e| format!("key {DOCKER_CONFIG_JSON_KEY}: {e}")),
             None => Err(format!(
                 "type Opaque with {}; expected type {DOCKER_CONFIG_JSON_TYPE} with key {DOCKER_CONFIG_JSON_KEY} \
                  (create it with `kubectl create secret docker-registry`, not `generic`), or use \

@@ -105,21 +105,8 @@ async fn generated_secret_authenticates_with_an_independent_client() {
     let client = admin().await;
     let pw = password();
     let registry = TestRegistry::start("robot", &pw);
-    ensure_namespace(&client, SOURCE_NS).await;
-    let token = unique("regtoken");
-    put_secret(
-        &client,
-        &secret_object(SOURCE_NS, &token, "Opaque", &[("password", pw.as_bytes())]),
-    )
-    .await;
-    let s = setup(
-        &client,
-        "skopeo",
-        1,
-        json!({"source": {"registries": [{"server": registry.addr(), "username": "robot",
-            "passwordSecretRef": {"namespace": SOURCE_NS, "name": token, "key": "password"}}]}}),
-    )
-    .await;
+    let source = login_source(&client, &registry.addr(), &pw).await;
+    let s = setup(&client, "skopeo", 1, json!({ "source": source })).await;
     wait_synced(&client, &s.name).await;
     let copy = get_secret(&client, &s.namespaces[0], &s.name)
         .await
@@ -175,20 +162,13 @@ async fn verification_flips_credentials_valid_when_the_registry_password_changes
     let client = admin().await;
     let pw = password();
     let mut registry = TestRegistry::start("robot", &pw);
-    ensure_namespace(&client, SOURCE_NS).await;
-    let token = unique("vtoken");
-    put_secret(
-        &client,
-        &secret_object(SOURCE_NS, &token, "Opaque", &[("password", pw.as_bytes())]),
-    )
-    .await;
+    let source = login_source(&client, &registry.addr(), &pw).await;
     let s = setup(
         &client,
         "verify",
         1,
         json!({
-            "source": {"registries": [{"server": registry.addr(), "username": "robot",
-                "passwordSecretRef": {"namespace": SOURCE_NS, "name": token, "key": "password"}}]},
+            "source": source,
             "verify": {"intervalSeconds": 10, "caBundle": registry.ca_pem()},
         }),
     )

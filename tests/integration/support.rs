@@ -719,3 +719,22 @@ pub async fn kubeconfig_for_service_account(
     std::fs::write(path, serde_yaml::to_string(&kubeconfig).expect("yaml"))
         .expect("writing kubeconfig");
 }
+
+/// A `registries` source for `robot` at `server`, its password in a fresh Secret (key `password`)
+/// in [`SOURCE_NS`].
+pub async fn login_source(client: &Client, server: &str, password: &str) -> serde_json::Value {
+    ensure_namespace(client, SOURCE_NS).await;
+    let token = unique("token");
+    put_secret(
+        client,
+        &secret_object(
+            SOURCE_NS,
+            &token,
+            "Opaque",
+            &[("password", password.as_bytes())],
+        ),
+    )
+    .await;
+    json!({"registries": [{"server": server, "username": "robot",
+        "passwordSecretRef": {"namespace": SOURCE_NS, "name": token, "key": "password"}}]})
+}
