@@ -975,6 +975,12 @@ impl fmt::Display for MissReason {
                     f.write_str(
                         " (the kubelet only drops /v1/ and /v2/ with a trailing '/'; add it)",
                     )?;
+                } else if (image_path.starts_with("/v1/") || image_path.starts_with("/v2/"))
+                    && image_path[3..].starts_with(key_path.as_str())
+                {
+                    f.write_str(
+                        " (the kubelet drops a leading /v1/ or /v2/ from a key's path as an API version; for a repository that starts with one, write the key as host/v2/v1/... or host/v2/v2/...)",
+                    )?;
                 }
                 Ok(())
             }
@@ -2089,6 +2095,33 @@ mod tests {
     }
 
     #[test]
+    fn repository_starting_with_an_api_version() {
+        // Found by fuzzing (image_ref): the kubelet drops "/v1/" from the key
+        // "ind.io/v1/r/app", so it does not cover the repository "v1/r/app";
+        // the key needs an API prefix in front.
+        let img = "ind.io/v1/r/app:1.0";
+        let reason = miss("ind.io/v1/r/app", img);
+        assert_eq!(
+            reason,
+            MissReason::PathPrefix {
+                key_path: "/r/app".into(),
+                image_path: "/v1/r/app".into()
+            }
+        );
+        assert!(
+            reason
+                .to_string()
+                .contains("write the key as host/v2/v1/..."),
+            "{reason}"
+        );
+        assert_eq!(match_key("ind.io/v2/v1/r/app", &image(img)), Verdict::Match);
+        assert_eq!(match_key("ind.io/v2/v1", &image(img)), Verdict::Match);
+        // A key that differs otherwise gets no such hint.
+        let reason = miss("ind.io/v1/x", img);
+        assert!(!reason.to_string().contains("host/v2/v1"), "{reason}");
+    }
+
+    #[test]
     fn ipv6_registries() {
         assert_eq!(
             match_key("[::1]:5000", &image("[::1]:5000/app")),
@@ -2709,15 +2742,22 @@ mod proptests {
         while !repository.is_char_boundary(cut) {
             cut -= 1;
         }
+        // A repository that starts with "v1/" or "v2/" needs the API prefix
+        // in front: the kubelet drops a leading /v1/ or /v2/ from a key.
+        let api = if repository.starts_with("v1/") || repository.starts_with("v2/") {
+            "/v2"
+        } else {
+            ""
+        };
         vec![
             r.clone(),
             format!("https://{r}"),
             format!("http://{r}/"),
             format!("https://{r}/v1/"),
             format!("{r}/v2/"),
-            format!("{r}/{repository}"),
+            format!("{r}{api}/{repository}"),
             format!("https://{r}/v2/{repository}"),
-            format!("{r}/{}", &repository[..cut]),
+            format!("{r}/v2/{}", &repository[..cut]),
             format!("https://robot:s3cr3t@{r}/"),
         ]
     }
