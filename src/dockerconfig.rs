@@ -129,8 +129,8 @@ pub struct RegistryLogin {
 /// 4. when `auth` and `username`/`password` are both given they agree.
 ///
 /// Messages never contain credentials or input text: only registry keys
-/// (with any `user:password@`, query or fragment redacted), field names and a
-/// description of the problem.
+/// (with any `user:password@`, query or fragment redacted, and shortened to
+/// 256 characters), field names and a description of the problem.
 #[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The content is not UTF-8.
@@ -361,7 +361,7 @@ where
         })?;
     }
     for (key, entry) in entries.clone() {
-        let registry = || key.to_owned();
+        let registry = || redact_key(key);
         let entry = entry.ok_or_else(|| ConfigError::EntryNotAnObject {
             registry: registry(),
         })?;
@@ -387,7 +387,7 @@ where
         let password_differs = fields.password.is_some_and(|p| p != password);
         if user_differs || password_differs {
             return Err(ConfigError::AuthDisagrees {
-                registry: key.to_owned(),
+                registry: redact_key(key),
             });
         }
     }
@@ -410,7 +410,7 @@ impl<'a> CredentialFields<'a> {
                 None | Some(Value::Null) | Some(Value::String(_)) => {}
                 Some(_) => {
                     return Err(ConfigError::FieldNotAString {
-                        registry: registry.to_owned(),
+                        registry: redact_key(registry),
                         field,
                     });
                 }
@@ -443,10 +443,10 @@ fn decode_auth(registry: &str, auth: &str) -> Result<(String, String), ConfigErr
     let bytes = engine
         .decode(auth)
         .map_err(|_| ConfigError::AuthNotBase64 {
-            registry: registry.to_owned(),
+            registry: redact_key(registry),
         })?;
     let malformed = |reason| ConfigError::AuthMalformed {
-        registry: registry.to_owned(),
+        registry: redact_key(registry),
         reason,
     };
     let text = String::from_utf8(bytes).map_err(|_| malformed("it is not UTF-8"))?;
@@ -967,6 +967,20 @@ mod tests {
             .to_string(),
             "the registry server \"r.io\" is given more than once"
         );
+    }
+
+    #[test]
+    fn long_keys_are_shortened_in_entry_errors() {
+        // A valid key can have a path of any length; quoted in full it could
+        // blow up a status message.
+        let key = format!("r.io/{}", "a".repeat(5000));
+        let e = parse_err(&format!(r#"{{"auths":{{"{key}":{{}}}}}}"#));
+        let ConfigError::NoCredentials { registry } = &e else {
+            panic!("unexpected {e:?}");
+        };
+        assert_eq!(registry.chars().count(), 257);
+        assert!(registry.ends_with('…'));
+        assert!(e.to_string().len() < 500);
     }
 
     // ---- check order ----

@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use regcred_operator::matching::{ImageRef, Verdict, match_key};
+use regcred_operator::matching::{ImageRef, ImageRefError, Verdict, match_key};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -15,10 +15,7 @@ fuzz_target!(|data: &[u8]| {
     };
     match ImageRef::parse(text) {
         Ok(image) => check(&image),
-        Err(e) => {
-            let shown = format!("{e} {e:?}");
-            assert!(shown.chars().count() < 2000, "{}", shown.len());
-        }
+        Err(e) => check_error(&e),
     }
 });
 
@@ -87,5 +84,35 @@ pub fn usable_as_key(registry: &str) -> bool {
         Some(rest) => rest
             .split_once("]:")
             .is_some_and(|(address, _)| address.parse::<std::net::Ipv6Addr>().is_ok()),
+    }
+}
+
+/// Every quoted part of the input is at most 256 characters and '…'.
+fn check_error(e: &ImageRefError) {
+    let _ = format!("{e} {e:?}");
+    let quoted: Vec<&str> = match e {
+        ImageRefError::Empty => vec![],
+        ImageRefError::Whitespace { image }
+        | ImageRefError::ImageId { image }
+        | ImageRefError::RepositoryTooLong { image, .. } => vec![image],
+        ImageRefError::InvalidRegistry { image, registry } => vec![image, registry],
+        ImageRefError::UppercaseRepository { image, repository } => vec![image, repository],
+        ImageRefError::InvalidRepository {
+            image,
+            repository,
+            reason,
+        } => {
+            assert!(reason.chars().count() <= 257 + 200, "{reason:?}");
+            vec![image, repository]
+        }
+        ImageRefError::InvalidTag { image, tag } => vec![image, tag],
+        ImageRefError::InvalidDigest { image, digest, .. } => vec![image, digest],
+    };
+    for q in quoted {
+        assert!(
+            q.chars().count() <= 257,
+            "{} characters quoted",
+            q.chars().count()
+        );
     }
 }
