@@ -1025,7 +1025,8 @@ mod proptests {
         fn prop_errors_never_show_userinfo_or_query(
             scheme in prop_oneof![Just(""), Just("https://"), Just("ftp://"), Just("1x://")],
             user in "[a-z]{0,5}",
-            secret in "[a-zA-Z0-9:/?#.%!$&*+=~ -]{4,16}",
+            // "Zq" is in no message, so only the key can show it.
+            secret in "[a-zA-Z0-9:/?#.%!$&*+=~ -]{0,8}Zq[a-zA-Z0-9:/?#.%!$&*+=~ -]{0,8}",
             rest in urlish(),
             in_query in any::<bool>(),
         ) {
