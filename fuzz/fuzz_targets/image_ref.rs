@@ -102,7 +102,8 @@ fn check_error(e: &ImageRefError) {
             repository,
             reason,
         } => {
-            assert!(reason.chars().count() <= 257 + 200, "{reason:?}");
+            // The component is quoted escaped (up to 10 characters each).
+            assert!(reason.chars().count() <= 2570 + 200, "{reason:?}");
             vec![image, repository]
         }
         ImageRefError::InvalidTag { image, tag } => vec![image, tag],

@@ -90,7 +90,15 @@ fn check_secret(key: &str, prefix: &str, secret: &str, rest: &str) {
     if prefix.contains(secret) || rest.contains(secret) || "<redacted>".contains(secret) {
         return;
     }
-    let (start, end) = (prefix.len(), prefix.len() + secret.len());
+    // Positions in the key as quoted: with surrounding whitespace trimmed
+    // (which may turn the start of the key into a scheme).
+    let lead = key.len() - key.trim_start().len();
+    let full = key;
+    let key = key.trim();
+    let (start, end) = (
+        prefix.len().saturating_sub(lead),
+        (prefix.len() + secret.len()).saturating_sub(lead),
+    );
     // In the user information: before the last '@' and after a scheme.
     let at = key.rfind('@');
     let scheme_end = at
@@ -108,9 +116,7 @@ fn check_secret(key: &str, prefix: &str, secret: &str, rest: &str) {
     if !in_userinfo && !in_query {
         return;
     }
-    // Whitespace around the key is trimmed before quoting; a password that
-    // starts or ends the key may lose some of it, but never more.
-    let Err(e) = RegistryKey::parse(key) else {
+    let Err(e) = RegistryKey::parse(full) else {
         panic!("{key:?} with user information or a query was accepted");
     };
     // Messages are made of fixed text, the quoted key and (for an
