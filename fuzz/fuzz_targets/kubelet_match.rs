@@ -76,6 +76,7 @@ fuzz_target!(|data: &[u8]| {
                 if secret.chars().count() < 4
                     || visible.contains(secret)
                     || image.original.contains(secret)
+                    || image.normalized().contains(secret)
                     || secret.contains(['<', '>', '…'])
                     || "<redacted>".contains(secret)
                 {
