@@ -104,11 +104,13 @@ fn read_line<'a>(line: &'a str, image: &ImageRef) -> Line<'a> {
     }
     let parts: Vec<&str> = line.split('\u{1}').collect();
     match parts.as_slice() {
-        [prefix, secret, rest] if rest.starts_with('@') => Line::Secret {
-            key: format!("{prefix}{secret}{rest}"),
-            secret,
-            visible: format!("{prefix}{rest}"),
-        },
+        [prefix, secret, rest] if rest.starts_with('@') && !in_scheme(prefix, secret) => {
+            Line::Secret {
+                key: format!("{prefix}{secret}{rest}"),
+                secret,
+                visible: format!("{prefix}{rest}"),
+            }
+        }
         _ => Line::Plain(line.replace('\u{1}', "")),
     }
 }
@@ -278,4 +280,17 @@ fn shown(e: &Evaluation) -> Vec<String> {
         }
     }
     out
+}
+
+/// Whether the password reaches into what reads as the key's scheme
+/// (`[A-Za-z0-9+.-]+://` before the user information), which is shown.
+fn in_scheme(prefix: &str, secret: &str) -> bool {
+    let text = format!("{prefix}{secret}");
+    text.find("://").is_some_and(|i| {
+        i + 3 > prefix.len()
+            && i > 0
+            && text[..i]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    })
 }
