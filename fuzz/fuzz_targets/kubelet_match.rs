@@ -104,7 +104,7 @@ fn read_line<'a>(line: &'a str, image: &ImageRef) -> Line<'a> {
     }
     let parts: Vec<&str> = line.split('\u{1}').collect();
     match parts.as_slice() {
-        [prefix, secret, rest] if rest.starts_with('@') && !in_scheme(prefix, secret) => {
+        [prefix, secret, rest] if rest.starts_with('@') && !in_scheme(prefix, secret, rest) => {
             Line::Secret {
                 key: format!("{prefix}{secret}{rest}"),
                 secret,
@@ -283,13 +283,14 @@ fn shown(e: &Evaluation) -> Vec<String> {
 }
 
 /// Whether the password reaches into what reads as the key's scheme
-/// (`[A-Za-z0-9+.-]+://` before the user information), which is shown.
-fn in_scheme(prefix: &str, secret: &str) -> bool {
-    let text = format!("{prefix}{secret}");
-    text.find("://").is_some_and(|i| {
+/// (`[A-Za-z0-9+.-]+://` before the last `@`), which is shown.
+fn in_scheme(prefix: &str, secret: &str, rest: &str) -> bool {
+    let key = format!("{prefix}{secret}{rest}");
+    let at = key.rfind('@').unwrap_or(key.len());
+    key[..at].find("://").is_some_and(|i| {
         i + 3 > prefix.len()
             && i > 0
-            && text[..i]
+            && key[..i]
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
     })
