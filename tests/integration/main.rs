@@ -7,6 +7,7 @@ mod bad_input;
 mod conflicts;
 mod doctor;
 mod fanout;
+mod faults;
 mod foundation;
 mod lifecycle;
 mod operate;
