@@ -249,7 +249,7 @@ async fn other_writer(
                 }
                 drop(l);
                 let mut next = entries.clone();
-                if next.len() >= 3 || (tick % 3 == 0 && !next.is_empty()) {
+                if next.len() >= 3 || (tick.is_multiple_of(3) && !next.is_empty()) {
                     let first = next.iter().next().cloned().unwrap();
                     next.remove(&first);
                 } else {
@@ -326,7 +326,7 @@ async fn another_writer_on_the_same_service_accounts_loses_nothing_and_neither_d
         async move {
             let mut n = 0;
             while !done.load(Ordering::Relaxed) {
-                let sas = if n % 2 == 0 { json!([]) } else { json!(["*"]) };
+                let sas = if n.is_multiple_of(2) { json!([]) } else { json!(["*"]) };
                 patch_spec(&client, &b, json!({"serviceAccounts": sas})).await;
                 n += 1;
                 tokio::time::sleep(Duration::from_millis(1500)).await;
