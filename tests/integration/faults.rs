@@ -324,9 +324,13 @@ async fn another_writer_on_the_same_service_accounts_loses_nothing_and_neither_d
         let b = b.clone();
         let done = done.clone();
         async move {
-            let mut n = 0;
+            let mut n = 0u32;
             while !done.load(Ordering::Relaxed) {
-                let sas = if n.is_multiple_of(2) { json!([]) } else { json!(["*"]) };
+                let sas = if n.is_multiple_of(2) {
+                    json!([])
+                } else {
+                    json!(["*"])
+                };
                 patch_spec(&client, &b, json!({"serviceAccounts": sas})).await;
                 n += 1;
                 tokio::time::sleep(Duration::from_millis(1500)).await;
