@@ -4,6 +4,7 @@
 mod support;
 
 mod bad_input;
+mod catalogue;
 mod conflicts;
 mod doctor;
 mod fanout;
