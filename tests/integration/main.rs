@@ -15,5 +15,6 @@ mod operate;
 mod packaging;
 mod registry;
 mod registry_fixture;
+mod security;
 mod service_accounts;
 mod sources;
