@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 
-.PHONY: help deps build release lint unit integration test cluster-up cluster-down demo crd bench bench-smoke
+.PHONY: help deps build release lint unit integration test cluster-up cluster-down demo crd bench bench-smoke fuzz
 
 help:
 	@echo "make demo          build, start a local control plane, install the CRD, apply examples/, run the operator"
@@ -12,6 +12,7 @@ help:
 	@echo "make cluster-down  stop it"
 	@echo "make crd           regenerate crds/registrycredential.yaml from the Rust types"
 	@echo "make bench         the benchmark (N=1000 by default; results in target/bench/)"
+	@echo "make fuzz          run every fuzz target FUZZ_SECONDS (default 60) each; needs a nightly toolchain"
 
 ## Installs what the build and the tests need (Debian packages, Rust components); quick when present.
 deps:
@@ -58,3 +59,10 @@ bench:
 ## A small run of the benchmark, to keep it working.
 bench-smoke:
 	N=20 N_SCALE=40 UNRELATED=20 IDLE_SECONDS=3 ONBOARD=10 BENCH_CLUSTER_DIR=$(CURDIR)/target/bench-smoke-cluster benches/run.sh
+
+## The fuzz targets in fuzz/ (not part of `make test`): FUZZ_SECONDS=60 per target, FUZZ_TARGETS="a b"
+## for some of them. Installs cargo-fuzz when missing; fails on any crash (inputs in fuzz/artifacts/).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh $(FUZZ_TARGETS)

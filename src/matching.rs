@@ -535,6 +535,14 @@ fn read_key(raw: &str) -> Result<KubeletKey, String> {
         parse_go_url(&format!("https://{raw}"))
     }
     .map_err(|e| format!("Go's URL parser rejects it ({e}), so the kubelet skips it"))?;
+    // Go ends the host at the first '/', so a password containing '/' puts
+    // the rest of the user information, '@' and the real host into the path.
+    // No image path contains '@', so the key never matches; and neither the
+    // index key nor anything derived from it may be shown, as it holds part of
+    // the password.
+    if url.path.contains('@') {
+        return Err("it has an '@' after the first '/', which the kubelet reads as part of the path, so it never matches (if the '@' ends a user name and password, the password's '/' ended the host early)".to_owned());
+    }
 
     let path = match url.path.get(..4) {
         Some("/v1/" | "/v2/") => &url.path[3..],
@@ -618,7 +626,9 @@ fn parse_go_host(host: &str) -> Result<String, String> {
         };
         let port = &host[close + 1..];
         if !valid_optional_port(port) {
-            return Err(format!("invalid port {:?} after the host", quote(port)));
+            // Not quoted: with a '/', '?' or '#' in a password, Go reads
+            // part of the user information as the port.
+            return Err("a port that is not a number after the host".to_owned());
         }
         let literal = &host[1..close];
         let address = literal.split_once("%25").map_or(literal, |(a, _zone)| a);
@@ -628,7 +638,9 @@ fn parse_go_host(host: &str) -> Result<String, String> {
     } else if let Some(colon) = host.rfind(':') {
         let port = &host[colon..];
         if !valid_optional_port(port) {
-            return Err(format!("invalid port {:?} after the host", quote(port)));
+            // Not quoted: with a '/', '?' or '#' in a password, Go reads
+            // part of the user information as the port.
+            return Err("a port that is not a number after the host".to_owned());
         }
     }
     let mut out = Vec::with_capacity(host.len());
@@ -963,6 +975,12 @@ impl fmt::Display for MissReason {
                     f.write_str(
                         " (the kubelet only drops /v1/ and /v2/ with a trailing '/'; add it)",
                     )?;
+                } else if (image_path.starts_with("/v1/") || image_path.starts_with("/v2/"))
+                    && image_path[3..].starts_with(key_path.as_str())
+                {
+                    f.write_str(
+                        " (the kubelet drops a leading /v1/ or /v2/ from a key's path as an API version; for a repository that starts with one, write the key as host/v2/v1/... or host/v2/v2/...)",
+                    )?;
                 }
                 Ok(())
             }
@@ -1056,7 +1074,8 @@ pub struct Evaluation {
     /// The position of the key in the input of [`evaluate`].
     pub position: usize,
     /// The key as the kubelet indexes it (`host[:port][path]`); `None` when
-    /// the kubelet cannot read the key.
+    /// the kubelet cannot read the key, or when it reads an `@` into the path
+    /// (the index key would then show part of a password).
     pub kubelet_key: Option<String>,
     pub verdict: Verdict,
     /// The key matched only through the Docker Hub fallback.
@@ -2048,6 +2067,61 @@ mod tests {
     }
 
     #[test]
+    fn passwords_with_slash_or_query_characters_are_not_shown() {
+        // Found by prop_userinfo_never_shown: Go's URL parser ends the host at
+        // the first '/', '?' or '#', so part of such a password became the
+        // port (quoted in the reason) or the host and path of the index key.
+        for (key, secret) in [
+            ("https://a:*=$?@docker.io", "*=$"),
+            ("https://a:/A_A@docker.io", "A_A"),
+            ("https://robot:s3/cr3t@quay.io", "s3"),
+            ("https://robot:12/s3cr3t@quay.io", "s3cr3t"),
+            ("https://robot:s3cr3t#x@quay.io", "s3cr3t"),
+        ] {
+            for img in ["quay.io/app", "nginx"] {
+                let e = &evaluate([key], &image(img))[0];
+                assert!(!e.verdict.is_match(), "{key:?}");
+                let shown = format!("{e:?} {} {}", e.verdict, serde_json::to_string(e).unwrap());
+                assert!(!shown.contains(secret), "{key:?}: {shown}");
+            }
+        }
+        // An '@' in the path never matches an image, whatever its origin.
+        let e = &evaluate(["quay.io/a%40b"], &image("quay.io/a"))[0];
+        assert_eq!(e.kubelet_key, None);
+        assert!(matches!(
+            e.verdict,
+            Verdict::Miss(MissReason::InvalidKey(_))
+        ));
+    }
+
+    #[test]
+    fn repository_starting_with_an_api_version() {
+        // Found by fuzzing (image_ref): the kubelet drops "/v1/" from the key
+        // "ind.io/v1/r/app", so it does not cover the repository "v1/r/app";
+        // the key needs an API prefix in front.
+        let img = "ind.io/v1/r/app:1.0";
+        let reason = miss("ind.io/v1/r/app", img);
+        assert_eq!(
+            reason,
+            MissReason::PathPrefix {
+                key_path: "/r/app".into(),
+                image_path: "/v1/r/app".into()
+            }
+        );
+        assert!(
+            reason
+                .to_string()
+                .contains("write the key as host/v2/v1/..."),
+            "{reason}"
+        );
+        assert_eq!(match_key("ind.io/v2/v1/r/app", &image(img)), Verdict::Match);
+        assert_eq!(match_key("ind.io/v2/v1", &image(img)), Verdict::Match);
+        // A key that differs otherwise gets no such hint.
+        let reason = miss("ind.io/v1/x", img);
+        assert!(!reason.to_string().contains("host/v2/v1"), "{reason}");
+    }
+
+    #[test]
     fn ipv6_registries() {
         assert_eq!(
             match_key("[::1]:5000", &image("[::1]:5000/app")),
@@ -2569,6 +2643,359 @@ mod tests {
             assert!(!f.fix().is_empty());
             assert!(!f.fix().contains('\n'));
             assert!(!f.to_string().is_empty());
+        }
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// An image reference as written, with what it must parse to.
+    #[derive(Debug, Clone)]
+    struct Written {
+        text: String,
+        registry: String,
+        repository: String,
+    }
+
+    fn component() -> impl Strategy<Value = String> {
+        "[a-z0-9]{1,5}([._-][a-z0-9]{1,3})?"
+    }
+
+    /// A component that is never read as a registry (no '.').
+    fn plain_component() -> impl Strategy<Value = String> {
+        "[a-z0-9]{1,5}(-[a-z0-9]{1,3})?"
+            .prop_filter("localhost is a registry", |c| c != "localhost")
+    }
+
+    fn registry() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => "[a-z][a-z0-9-]{0,5}[a-z0-9](\\.[a-z0-9]{1,5}){1,3}(:[1-9][0-9]{0,4})?",
+            1 => "[A-Z][a-zA-Z0-9]{0,4}(\\.[a-zA-Z]{1,4}){0,2}(:[0-9]{1,5})?",
+            1 => "localhost(:[0-9]{1,5})?",
+            1 => Just("docker.io".to_owned()),
+            1 => Just("index.docker.io".to_owned()),
+            1 => "\\[(::1|fe80::[0-9a-f]{1,4}|2001:db8::[0-9a-f]{1,4})\\]:[1-9][0-9]{0,4}",
+            1 => "[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}(:[1-9][0-9]{0,4})?",
+        ]
+    }
+
+    fn written() -> impl Strategy<Value = Written> {
+        (
+            prop::option::of(registry()),
+            plain_component(),
+            prop::collection::vec(component(), 0..3),
+            prop::option::of("[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,10}"),
+            prop::option::of("[0-9a-f]{64}"),
+        )
+            .prop_map(|(registry, first, rest, tag, digest)| {
+                let mut components = vec![first];
+                components.extend(rest);
+                let path = components.join("/");
+                let mut text = match &registry {
+                    Some(r) => format!("{r}/{path}"),
+                    None => path.clone(),
+                };
+                if let Some(tag) = &tag {
+                    text.push(':');
+                    text.push_str(tag);
+                }
+                if let Some(digest) = &digest {
+                    text.push_str("@sha256:");
+                    text.push_str(digest);
+                }
+                let registry = match registry.as_deref() {
+                    None | Some("index.docker.io") => "docker.io".to_owned(),
+                    Some(r) => r.to_owned(),
+                };
+                let repository = if registry == "docker.io" && components.len() == 1 {
+                    format!("library/{path}")
+                } else {
+                    path
+                };
+                Written {
+                    text,
+                    registry,
+                    repository,
+                }
+            })
+    }
+
+    /// Text made of the characters that matter to image and key parsing.
+    fn urlish() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9:/@?#.\\[\\]*%_~^\\\\ é-]{0,40}"
+    }
+
+    /// Whether the kubelet can match the image's registry as a key: a
+    /// bracketed IPv6 host without a port is read as a glob class.
+    fn registry_usable_as_key(image: &ImageRef) -> bool {
+        !(image.registry.starts_with('[') && image.registry.ends_with(']'))
+    }
+
+    /// Keys built from the image's own registry, all of which must match it.
+    fn own_keys(image: &ImageRef, prefix_len: usize) -> Vec<String> {
+        let r = &image.registry;
+        let repository = &image.repository;
+        let mut cut = prefix_len.min(repository.len());
+        while !repository.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        // A repository that starts with "v1/" or "v2/" needs the API prefix
+        // in front: the kubelet drops a leading /v1/ or /v2/ from a key.
+        let api = if repository.starts_with("v1/") || repository.starts_with("v2/") {
+            "/v2"
+        } else {
+            ""
+        };
+        vec![
+            r.clone(),
+            format!("https://{r}"),
+            format!("http://{r}/"),
+            format!("https://{r}/v1/"),
+            format!("{r}/v2/"),
+            format!("{r}{api}/{repository}"),
+            format!("https://{r}/v2/{repository}"),
+            format!("{r}/v2/{}", &repository[..cut]),
+            format!("https://robot:s3cr3t@{r}/"),
+        ]
+    }
+
+    fn check_evaluations(keys: &[String], image: &ImageRef) -> Result<(), TestCaseError> {
+        let evaluations = evaluate(keys.iter().map(String::as_str), image);
+        prop_assert_eq!(evaluations.len(), keys.len());
+        let mut positions: Vec<usize> = evaluations.iter().map(|e| e.position).collect();
+        positions.sort_unstable();
+        prop_assert_eq!(positions, (0..keys.len()).collect::<Vec<_>>());
+        for e in &evaluations {
+            prop_assert_eq!(&e.key, &redact_key(&keys[e.position]));
+        }
+        // Matches first, most specific (highest index key) first, ties in
+        // input order.
+        let matches = evaluations
+            .iter()
+            .take_while(|e| e.verdict.is_match())
+            .count();
+        prop_assert!(evaluations[matches..].iter().all(|e| !e.verdict.is_match()));
+        for pair in evaluations[..matches].windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            prop_assert!(a.kubelet_key >= b.kubelet_key);
+            if a.kubelet_key == b.kubelet_key {
+                prop_assert!(a.position < b.position);
+            }
+        }
+        // Keys the kubelet cannot use come last (unreadable ones, and those
+        // whose host is not a valid glob).
+        let unusable =
+            |e: &Evaluation| matches!(e.verdict, Verdict::Miss(MissReason::InvalidKey(_)));
+        let usable = evaluations.iter().take_while(|e| !unusable(e)).count();
+        prop_assert!(evaluations[usable..].iter().all(unusable));
+        prop_assert!(
+            evaluations
+                .iter()
+                .all(|e| e.kubelet_key.is_some() || unusable(e))
+        );
+        prop_assert_eq!(pulls_anonymously(&evaluations), matches == 0);
+        // The Docker Hub fallback applies only when nothing else matched, and
+        // otherwise each key's verdict is its verdict alone.
+        let direct = evaluations
+            .iter()
+            .filter(|e| e.verdict.is_match() && !e.via_docker_hub_fallback)
+            .count();
+        for e in &evaluations {
+            let alone = match_key(&keys[e.position], image);
+            let fallback = e.kubelet_key.as_deref() == Some(DOCKER_HUB_FALLBACK_KEY);
+            if e.via_docker_hub_fallback {
+                prop_assert!(fallback && image.is_docker_hub() && direct == 0);
+                prop_assert_eq!(&e.verdict, &Verdict::Match);
+            }
+            if fallback && image.is_docker_hub() {
+                prop_assert!(alone.is_match());
+                if direct > 0 {
+                    prop_assert_eq!(
+                        &e.verdict,
+                        &Verdict::Miss(MissReason::DockerHubFallbackUnused { matched: direct })
+                    );
+                } else {
+                    prop_assert!(e.via_docker_hub_fallback);
+                }
+            } else {
+                prop_assert_eq!(&e.verdict, &alone, "{:?}", keys[e.position]);
+            }
+            if e.verdict.is_match() {
+                prop_assert!(!is_near_miss(e));
+            }
+            let _ = e.verdict.to_string();
+        }
+        // The order of the input only decides ties.
+        let reversed: Vec<&str> = keys.iter().rev().map(String::as_str).collect();
+        let again = evaluate(reversed, image);
+        let tried = |es: &[Evaluation]| {
+            es.iter()
+                .filter(|e| e.verdict.is_match())
+                .map(|e| e.kubelet_key.clone())
+                .collect::<Vec<_>>()
+        };
+        prop_assert_eq!(tried(&again), tried(&evaluations));
+        let mut a: Vec<(String, Verdict)> = evaluations
+            .iter()
+            .map(|e| (e.key.clone(), e.verdict.clone()))
+            .collect();
+        let mut b: Vec<(String, Verdict)> = again
+            .iter()
+            .map(|e| (e.key.clone(), e.verdict.clone()))
+            .collect();
+        a.sort_by(|x, y| {
+            x.0.cmp(&y.0)
+                .then_with(|| format!("{:?}", x.1).cmp(&format!("{:?}", y.1)))
+        });
+        b.sort_by(|x, y| {
+            x.0.cmp(&y.0)
+                .then_with(|| format!("{:?}", x.1).cmp(&format!("{:?}", y.1)))
+        });
+        prop_assert_eq!(a, b);
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn prop_image_parse_never_panics(s in any::<String>(), t in urlish()) {
+            for input in [&s, &t] {
+                match ImageRef::parse(input) {
+                    Ok(image) => {
+                        let again = ImageRef::parse(&image.normalized()).unwrap();
+                        prop_assert_eq!(again.normalized(), image.normalized());
+                    }
+                    Err(e) => prop_assert!(e.to_string().chars().count() < 1200),
+                }
+            }
+        }
+
+        #[test]
+        fn prop_written_images_parse(w in written()) {
+            let image = ImageRef::parse(&w.text)
+                .unwrap_or_else(|e| panic!("{:?} should parse: {e}", w.text));
+            prop_assert_eq!(&image.registry, &w.registry);
+            prop_assert_eq!(&image.repository, &w.repository);
+            prop_assert_eq!(image.is_docker_hub(), w.registry == "docker.io");
+            prop_assert_eq!(image.to_string(), image.normalized());
+            // Normalising is idempotent.
+            let again = ImageRef::parse(&image.normalized()).unwrap();
+            prop_assert_eq!(&again.registry, &image.registry);
+            prop_assert_eq!(&again.repository, &image.repository);
+            prop_assert_eq!(again.normalized(), image.normalized());
+        }
+
+        /// A key naming the image's own registry (with or without scheme, API
+        /// prefix, user information or a prefix of the repository path)
+        /// matches it.
+        #[test]
+        fn prop_own_registry_keys_match(w in written(), prefix_len in 0usize..40) {
+            let image = ImageRef::parse(&w.text).unwrap();
+            prop_assume!(registry_usable_as_key(&image));
+            for key in own_keys(&image, prefix_len) {
+                prop_assert_eq!(match_key(&key, &image), Verdict::Match, "{:?} for {}", key, image);
+            }
+            if image.is_docker_hub() {
+                for key in ["https://index.docker.io/v1/", "index.docker.io", "docker.io"] {
+                    prop_assert_eq!(match_key(key, &image), Verdict::Match, "{:?}", key);
+                }
+            }
+        }
+
+        /// Ports are compared as written: another port, or a port on one side
+        /// only, never matches.
+        #[test]
+        fn prop_ports_must_be_equal(w in written(), port in 1u32..99999) {
+            let image = ImageRef::parse(&w.text).unwrap();
+            prop_assume!(registry_usable_as_key(&image));
+            let (host, image_port) = split_host_port(&image.registry);
+            let host = if image.registry.starts_with('[') { format!("[{host}]") } else { host.to_owned() };
+            let port = port.to_string();
+            prop_assume!(port != image_port);
+            for key in [format!("{host}:{port}"), format!("{host}:{port}/{}", image.repository)] {
+                let expected = MissReason::Port {
+                    key: Some(port.clone()),
+                    image: (!image_port.is_empty()).then(|| image_port.to_owned()),
+                };
+                prop_assert_eq!(match_key(&key, &image), Verdict::Miss(expected), "{:?}", key);
+            }
+            if !image_port.is_empty() && !image.registry.starts_with('[') {
+                prop_assert!(!match_key(&host, &image).is_match());
+            }
+        }
+
+        /// A `*` label matches any one label, and only one.
+        #[test]
+        fn prop_wildcard_labels(w in written(), which in any::<prop::sample::Index>()) {
+            let image = ImageRef::parse(&w.text).unwrap();
+            prop_assume!(!image.registry.starts_with('['));
+            let (host, port) = split_host_port(&image.registry);
+            let port = if port.is_empty() { String::new() } else { format!(":{port}") };
+            let mut labels: Vec<&str> = host.split('.').collect();
+            let i = which.index(labels.len());
+            labels[i] = "*";
+            let key = format!("{}{port}", labels.join("."));
+            prop_assert_eq!(match_key(&key, &image), Verdict::Match, "{:?}", key);
+            // One label more never matches.
+            let longer = format!("*.{host}{port}");
+            prop_assert!(!match_key(&longer, &image).is_match(), "{:?}", longer);
+            // Host names are compared case-sensitively.
+            let upper = format!("{}{port}", host.to_ascii_uppercase());
+            prop_assert_eq!(
+                match_key(&upper, &image).is_match(),
+                host.to_ascii_uppercase() == host,
+                "{:?}", upper
+            );
+        }
+
+        #[test]
+        fn prop_evaluation_order(
+            w in written(),
+            prefix_len in 0usize..40,
+            picks in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+            others in prop::collection::vec(
+                prop_oneof![
+                    urlish(),
+                    "(https?://)?[a-z*]{1,4}(\\.[a-z*]{1,4}){0,2}(:[0-9]{1,4})?(/[a-z]{1,3}){0,2}/?",
+                    Just("https://index.docker.io/v1/".to_owned()),
+                    Just("index.docker.io".to_owned()),
+                    Just("docker.io".to_owned()),
+                    Just("registry-1.docker.io".to_owned()),
+                ],
+                0..6,
+            ),
+        ) {
+            let image = ImageRef::parse(&w.text).unwrap();
+            let own = own_keys(&image, prefix_len);
+            let mut keys: Vec<String> = picks.iter().map(|i| own[i.index(own.len())].clone()).collect();
+            keys.extend(others);
+            check_evaluations(&keys, &image)?;
+        }
+
+        /// A password in a key's user information never shows in what the
+        /// evaluation prints.
+        #[test]
+        fn prop_userinfo_never_shown(
+            w in written(),
+            user in "[a-z]{1,5}",
+            // "Zq" is in no message, so only the key can show it.
+            secret in "[a-zA-Z0-9/?#%:._~!$&*+=-]{0,6}Zq[a-zA-Z0-9/?#%:._~!$&*+=-]{0,6}",
+            rest in "(/[a-z]{1,3}){0,2}/?",
+        ) {
+            let image = ImageRef::parse(&w.text).unwrap();
+            let key = format!("https://{user}:{secret}@{}{rest}", image.registry);
+            prop_assume!(!format!("https://{}{rest}", image.registry).contains(&secret));
+            let evaluations = evaluate([key.as_str()], &image);
+            let e = &evaluations[0];
+            let shown = format!("{e:?} {} {}", e.verdict, serde_json::to_string(e).unwrap());
+            prop_assert!(!shown.contains(&secret), "{:?}: {}", key, shown);
         }
     }
 }

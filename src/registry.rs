@@ -191,13 +191,20 @@ impl RegistryKey {
 }
 
 impl fmt::Display for RegistryKey {
-    /// The normalised key `host[:port][/path]`.
+    /// The normalised key `host[:port][/path]`, which parses back to the same
+    /// key. A path whose first segment is `v1` or `v2` is written after a
+    /// `/v2/` API prefix (`host/v2/v1/x`), as `host/v1/x` would read as the
+    /// path `x`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.host)?;
         if let Some(port) = &self.port {
             write!(f, ":{port}")?;
         }
         if !self.path.is_empty() {
+            let first = self.path.split('/').next().unwrap_or_default();
+            if first == "v1" || first == "v2" {
+                f.write_str("/v2")?;
+            }
             write!(f, "/{}", self.path)?;
         }
         Ok(())
@@ -357,27 +364,46 @@ fn normalise_path(raw: &str) -> Result<String, &'static str> {
 
 /// The key as it may be quoted in a message: user information and any query or
 /// fragment are replaced by `<redacted>`, and very long keys are shortened.
+///
+/// This errs on the side of hiding too much: everything up to the last `@`
+/// (after a scheme) is hidden, and everything after the first `?` or `#`.
+/// When a `?` or `#` comes before the last `@` (a password containing `?` or
+/// `#`), everything after the scheme is hidden.
 pub(crate) fn redact_key(key: &str) -> String {
-    let (body, tail) = match key.find(['?', '#']) {
-        Some(i) => (&key[..i], Some(&key[i..i + 1])),
-        None => (key, None),
-    };
     let mut out = String::with_capacity(key.len().min(MAX_QUOTED_KEY_CHARS + 16));
-    // Anything up to the last '@' may be a user name and password. Keep only a
-    // scheme in front of it; this errs on the side of hiding too much.
-    match body.rfind('@') {
-        Some(at) => {
-            let start = body[..at].find("://").map_or(0, |i| i + 3);
-            out.push_str(&body[..start]);
-            out.push_str("<redacted>");
-            out.push_str(&body[at..]);
-        }
-        None => out.push_str(body),
-    }
-    if let Some(sep) = tail {
-        out.push_str(sep);
+    let query = key.find(['?', '#']);
+    let mut visible_from = 0;
+    if let Some(at) = key.rfind('@') {
+        // Keep a scheme in front of the user information, but only one that
+        // looks like a scheme: a password may contain "://" too.
+        let scheme_end = key[..at]
+            .find("://")
+            .filter(|&i| {
+                i > 0
+                    && key[..i]
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+            })
+            .map_or(0, |i| i + 3);
+        out.push_str(&key[..scheme_end]);
         out.push_str("<redacted>");
+        if query.is_some_and(|q| q < at) {
+            return shorten(out);
+        }
+        visible_from = at;
     }
+    match query {
+        Some(q) => {
+            out.push_str(&key[visible_from..=q]);
+            out.push_str("<redacted>");
+        }
+        None => out.push_str(&key[visible_from..]),
+    }
+    shorten(out)
+}
+
+/// Shortens a quoted key to [`MAX_QUOTED_KEY_CHARS`] characters and `…`.
+fn shorten(mut out: String) -> String {
     if out.chars().count() > MAX_QUOTED_KEY_CHARS {
         out = out.chars().take(MAX_QUOTED_KEY_CHARS).collect();
         out.push('…');
@@ -573,8 +599,10 @@ mod tests {
         assert_eq!(norm("a.io/v2x"), "a.io/v2x");
         assert_eq!(norm("a.io/team/v2"), "a.io/team/v2");
         assert_eq!(norm("a.io/v3/"), "a.io/v3");
-        // Only one prefix is stripped.
-        assert_eq!(norm("a.io/v2/v2/"), "a.io/v2");
+        // Only one prefix is stripped; a path that starts with v1 or v2 is
+        // shown after an API prefix so that it reads back the same.
+        assert_eq!(ok("a.io/v2/v2/").path(), "v2");
+        assert_eq!(norm("a.io/v2/v2/"), "a.io/v2/v2");
     }
 
     #[test]
@@ -796,11 +824,240 @@ mod tests {
     }
 
     #[test]
+    fn display_reads_back_when_the_path_starts_with_an_api_version() {
+        // Found by prop_display_round_trips: "a/v1/v1" has the path "v1", which
+        // was shown as "a/v1" and read back as the bare host "a".
+        for key in ["a/v1/v1", "a.io/v2/v2/", "a.io:5000/v1/v2/x", "a.io/v2/v1x"] {
+            let k = ok(key);
+            assert_eq!(ok(&k.to_string()), k, "{key:?} shown as {k}");
+        }
+        assert_eq!(norm("a/v1/v1"), "a/v2/v1");
+        assert_eq!(norm("a.io:5000/v1/v2/x"), "a.io:5000/v2/v2/x");
+        assert_eq!(norm("a.io/v2/v1x"), "a.io/v1x");
+    }
+
+    #[test]
+    fn redact_key_hides_passwords_with_query_characters() {
+        // Found by prop_errors_never_show_userinfo_or_query: a '?' or '#' in a
+        // password was taken for the start of a query, and what came before it
+        // was quoted.
+        assert_eq!(redact_key(":Aa$#@r.io"), "<redacted>");
+        assert_eq!(redact_key("https://u:p?ss@r.io/x"), "https://<redacted>");
+        let e = err("https://u:s3cr3t#x@r.io");
+        assert!(!format!("{e} {e:?}").contains("s3cr3t"), "{e}");
+        // A password containing "://" does not make what precedes it a scheme.
+        assert_eq!(redact_key("u:s3://cr3t@r.io"), "<redacted>@r.io");
+        let e = err("u:s3://cr3t@r.io");
+        assert!(!format!("{e} {e:?}").contains("s3"), "{e}");
+        // An '@' in a query hides everything after the scheme.
+        assert_eq!(redact_key("https://r.io/x?t=a@b"), "https://<redacted>");
+    }
+
+    #[test]
     fn schemeless_key_with_colon_slash_later() {
         // "://" after a '/' is not a scheme separator; the ':' lands in the path.
         assert!(matches!(
             err("a.io/x://y"),
             RegistryKeyError::InvalidPath { .. }
         ));
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A DNS label as written in a key: letters of either case, digits and
+    /// inner '-', or a whole-label '*'.
+    fn label() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => "[a-zA-Z0-9]([a-zA-Z0-9-]{0,6}[a-zA-Z0-9])?",
+            1 => Just("*".to_owned()),
+        ]
+    }
+
+    /// A valid host: a DNS name whose last label is not numeric, an IPv4
+    /// address or a bracketed IPv6 address.
+    fn host() -> impl Strategy<Value = String> {
+        prop_oneof![
+            6 => (prop::collection::vec(label(), 0..4), "[a-zA-Z][a-zA-Z0-9]{0,5}").prop_map(
+                |(mut labels, last)| {
+                    labels.push(last);
+                    labels.join(".")
+                }
+            ),
+            1 => any::<Ipv4Addr>().prop_map(|a| a.to_string()),
+            1 => any::<Ipv6Addr>().prop_map(|a| format!("[{a}]")),
+        ]
+    }
+
+    /// Path segments, including the API-prefix look-alikes `v1` and `v2`.
+    fn segments() -> impl Strategy<Value = Vec<String>> {
+        prop::collection::vec(
+            prop_oneof![
+                3 => "[a-zA-Z0-9_~-][a-zA-Z0-9._~-]{0,6}",
+                1 => Just("v1".to_owned()),
+                1 => Just("v2".to_owned()),
+            ],
+            0..4,
+        )
+    }
+
+    /// A key as people write it, with the parts it must normalise to.
+    #[derive(Debug, Clone)]
+    struct Written {
+        key: String,
+        host: String,
+        port: Option<u16>,
+        path: String,
+    }
+
+    fn written() -> impl Strategy<Value = Written> {
+        (
+            prop_oneof![Just(""), Just("http://"), Just("https://")],
+            host(),
+            prop::option::of(1u16..=65535),
+            prop_oneof![Just(""), Just("/v1/"), Just("/v2/"), Just("/")],
+            segments(),
+            any::<bool>(),
+            prop_oneof![Just(""), Just(" "), Just("\n"), Just("\t ")],
+        )
+            .prop_map(|(scheme, host, port, api, segments, trailing, space)| {
+                let path = segments.join("/");
+                let mut key = format!("{space}{scheme}{host}");
+                if let Some(port) = port {
+                    key.push_str(&format!(":{port}"));
+                }
+                // Without an API prefix, a '/' separates host and path.
+                let api = if api.is_empty() && !path.is_empty() {
+                    "/"
+                } else {
+                    api
+                };
+                key.push_str(api);
+                key.push_str(&path);
+                if trailing && !path.is_empty() {
+                    key.push('/');
+                }
+                key.push_str(space);
+                // Without an API prefix, a path that starts with a "v1" or "v2" segment
+                // has one.
+                let path = if api != "/" {
+                    path
+                } else if path == "v1" || path == "v2" {
+                    String::new()
+                } else if let Some(rest) = path.strip_prefix("v1/").or(path.strip_prefix("v2/")) {
+                    rest.to_owned()
+                } else {
+                    path
+                };
+                Written {
+                    key,
+                    host: host.to_ascii_lowercase(),
+                    port,
+                    path,
+                }
+            })
+    }
+
+    /// Text made of the characters that matter to the parser.
+    fn urlish() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9:/@?#.\\[\\]*%_~ é-]{0,40}"
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn prop_parse_never_panics(s in any::<String>(), t in urlish()) {
+            let _ = RegistryKey::parse(&s);
+            let _ = RegistryKey::parse(&t);
+            let _ = redact_key(&s);
+            let _ = redact_key(&t);
+        }
+
+        #[test]
+        fn prop_written_keys_parse_to_their_parts(w in written()) {
+            let k = RegistryKey::parse(&w.key)
+                .unwrap_or_else(|e| panic!("{:?} should parse: {e}", w.key));
+            prop_assert_eq!(k.host(), w.host.as_str());
+            let port = w.port.map(|p| p.to_string());
+            prop_assert_eq!(k.port(), port.as_deref());
+            prop_assert_eq!(k.path(), w.path.as_str());
+        }
+
+        /// Display writes a key that parses back to the same key, and
+        /// normalising is idempotent.
+        #[test]
+        fn prop_display_round_trips(w in written(), t in urlish()) {
+            for key in [w.key.as_str(), t.as_str()] {
+                let Ok(k) = RegistryKey::parse(key) else { continue };
+                let shown = k.to_string();
+                prop_assert_eq!(RegistryKey::parse(&shown), Ok(k.clone()), "{:?} -> {:?}", key, shown);
+                prop_assert_eq!(RegistryKey::parse(&shown).unwrap().to_string(), shown);
+            }
+        }
+
+        /// The documented shape of a parsed key.
+        #[test]
+        fn prop_parsed_key_invariants(w in written(), t in urlish()) {
+            for key in [w.key.as_str(), t.as_str()] {
+                let Ok(k) = RegistryKey::parse(key) else { continue };
+                prop_assert!(!k.host().is_empty());
+                prop_assert_eq!(k.host(), k.host().to_ascii_lowercase());
+                if let Some(port) = k.port() {
+                    prop_assert!(valid_port(port), "{:?}", port);
+                }
+                prop_assert!(!k.path().starts_with('/') && !k.path().ends_with('/'));
+                prop_assert!(!k.path().contains("//"));
+                // Case of the host, scheme and surrounding whitespace do not matter.
+                prop_assert_eq!(RegistryKey::parse(&format!(" {key} ")), Ok(k.clone()));
+            }
+        }
+
+        /// Errors quote the key with its user information, query and
+        /// fragment redacted, so a password written there never shows.
+        #[test]
+        fn prop_errors_never_show_userinfo_or_query(
+            scheme in prop_oneof![Just(""), Just("https://"), Just("ftp://"), Just("1x://")],
+            user in "[a-z]{0,5}",
+            // "Zq" is in no message, so only the key can show it.
+            secret in "[a-zA-Z0-9:/?#.%!$&*+=~ -]{0,8}Zq[a-zA-Z0-9:/?#.%!$&*+=~ -]{0,8}",
+            rest in urlish(),
+            in_query in any::<bool>(),
+        ) {
+            let key = if in_query {
+                format!("{scheme}r.io/x?token={secret}{rest}")
+            } else {
+                format!("{scheme}{user}:{secret}@r.io{rest}")
+            };
+            // Only meaningful when the secret does not also appear in the
+            // parts of the key that may be shown.
+            prop_assume!(!format!("{scheme}r.io{rest}").contains(&secret));
+            prop_assume!(!secret.contains(['@', '<', '>']));
+            let redacted = redact_key(&key);
+            prop_assert!(!redacted.contains(&secret), "{:?} -> {:?}", key, redacted);
+            if let Err(e) = RegistryKey::parse(&key) {
+                let text = format!("{e} {e:?}");
+                prop_assert!(!text.contains(&secret), "{:?} -> {}", key, text);
+            }
+        }
+
+        /// Messages stay short whatever the key.
+        #[test]
+        fn prop_error_messages_are_bounded(s in any::<String>(), t in urlish(), n in 0usize..2000) {
+            let long = t.repeat(n / t.len().max(1));
+            for key in [s.as_str(), t.as_str(), long.as_str()] {
+                if let Err(e) = RegistryKey::parse(key) {
+                    let key_chars = e.key().map_or(0, |k| k.chars().count());
+                    prop_assert!(key_chars <= MAX_QUOTED_KEY_CHARS + 1, "{}", key_chars);
+                    prop_assert_eq!(e.key().map(str::to_owned), (e != RegistryKeyError::Empty).then(|| redact_key(key.trim())));
+                }
+            }
+        }
     }
 }
