@@ -189,6 +189,13 @@ async fn malformed_source_contents() {
             "control characters",
         ),
         (
+            "newline after the key (the kubelet cannot parse it)",
+            DCJ,
+            ".dockerconfigjson",
+            entry("r.io\n", json!({"auth": b64("u:p")})),
+            "whitespace",
+        ),
+        (
             "port out of range",
             DCJ,
             ".dockerconfigjson",
@@ -262,7 +269,7 @@ async fn malformed_source_contents() {
         assert_quiet(&client, &s.name, &ns, &copy).await;
         cases_run += 1;
     }
-    assert_eq!(cases_run, 22);
+    assert_eq!(cases_run, 23);
     wait_event(&client, &s.name, "InvalidSource").await;
     assert_nothing_leaked(&client, &s.name, &[&pw, &s.password]).await;
 
