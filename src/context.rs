@@ -8,7 +8,7 @@ use std::{
 
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::{
-    Client,
+    Client, ResourceExt,
     core::PartialObjectMeta,
     runtime::{
         events::Recorder,
@@ -145,9 +145,16 @@ impl Context {
             let ns = sa.metadata.namespace.clone().unwrap_or_default();
             sas_by_ns.entry(ns).or_default().push(sa);
         }
+        let mut sources = HashMap::new();
+        for rc in self.caches.credentials.state() {
+            for (ns, name) in crate::source::referenced_secrets(&rc.spec.source) {
+                sources.insert((ns.to_string(), name.to_string()), rc.name_any());
+            }
+        }
         CacheView {
             ctx: self,
             sas_by_ns,
+            sources,
         }
     }
 
@@ -173,6 +180,8 @@ impl Context {
 pub struct CacheView<'a> {
     ctx: &'a Context,
     sas_by_ns: HashMap<String, Vec<Arc<ServiceAccount>>>,
+    /// Secrets read as a source, with a credential that reads each.
+    sources: HashMap<(String, String), String>,
 }
 
 impl CacheView<'_> {
@@ -228,6 +237,12 @@ impl View for CacheView<'_> {
             .filter_map(|sa| self.sa_view(sa))
             .filter(|sa| !service_accounts::owned_by(sa, credential).is_empty())
             .collect()
+    }
+
+    fn source_of(&self, namespace: &str, name: &str) -> Option<String> {
+        self.sources
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
     }
 
     fn known_conflict(&self, namespace: &str, name: &str) -> Option<Option<String>> {

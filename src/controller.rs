@@ -596,8 +596,8 @@ async fn verification(
             "the source config could not be read".into(),
         );
     };
-    let mut checked = Vec::new();
-    let mut failure = None;
+    // All registries at once: an unreachable one costs its timeout once, not once per registry.
+    let mut checks = Vec::new();
     for key in config.registries() {
         let Ok(parsed) = RegistryKey::parse(key) else {
             continue;
@@ -610,12 +610,18 @@ async fn verification(
         let (false, Some(credentials)) = (host.contains('*'), config.credentials(key)) else {
             continue;
         };
-        let outcome = checker.check(&host, &credentials).await;
-        if !outcome.ok() && failure.is_none() {
-            failure = Some((outcome.reason(), outcome.describe(&host)));
-        }
-        checked.push(host);
+        let checker = &checker;
+        checks.push(async move {
+            let outcome = checker.check(&host, &credentials).await;
+            (host, outcome)
+        });
     }
+    let outcomes = futures::future::join_all(checks).await;
+    let failure = outcomes
+        .iter()
+        .find(|(_, outcome)| !outcome.ok())
+        .map(|(host, outcome)| (outcome.reason(), outcome.describe(host)));
+    let checked: Vec<String> = outcomes.into_iter().map(|(host, _)| host).collect();
     ctx.verifications
         .lock()
         .expect("verifications lock")

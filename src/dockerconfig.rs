@@ -557,15 +557,11 @@ mod tests {
     #[test]
     fn keys_are_kept_as_written_even_when_equivalent() {
         let config = parse_ok(
-            r#"{"auths":{"https://index.docker.io/v1/":{"auth":"dTpw"},"index.docker.io":{"auth":"dTpw"},"  R.IO/v2/ ":{"auth":"dTpw"}}}"#,
+            r#"{"auths":{"https://index.docker.io/v1/":{"auth":"dTpw"},"index.docker.io":{"auth":"dTpw"},"R.IO/v2/":{"auth":"dTpw"}}}"#,
         );
         assert_eq!(
             config.registries().collect::<Vec<_>>(),
-            [
-                "  R.IO/v2/ ",
-                "https://index.docker.io/v1/",
-                "index.docker.io"
-            ]
+            ["R.IO/v2/", "https://index.docker.io/v1/", "index.docker.io"]
         );
     }
 

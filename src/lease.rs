@@ -189,7 +189,12 @@ impl Elector {
     ) -> Result<bool, LeaseError> {
         info!(lease = %self.config.name, identity = %self.config.identity, "waiting for leadership");
         loop {
-            if self.try_acquire_or_renew().await? {
+            // A hanging attempt is abandoned after the renew deadline and retried.
+            let attempt = tokio::select! {
+                attempt = tokio::time::timeout(self.config.renew_deadline, self.try_acquire_or_renew()) => attempt,
+                _ = shutdown.wait_for(|stop| *stop) => return Ok(false),
+            };
+            if attempt.unwrap_or(Ok(false))? {
                 info!(lease = %self.config.name, identity = %self.config.identity, "became leader");
                 return Ok(true);
             }
@@ -209,9 +214,20 @@ impl Elector {
                 _ = tokio::time::sleep(self.config.retry_period) => {}
                 _ = shutdown.wait_for(|stop| *stop) => return Held::ShutDown,
             }
-            match self.try_acquire_or_renew().await {
-                Ok(true) => last_renewed = Instant::now(),
-                Ok(false) | Err(_) if last_renewed.elapsed() < self.config.renew_deadline => {
+            // An attempt may hang (etcd stalled behind a reachable API server): it gets only the
+            // time left before the renew deadline, so that the controller stops before any other
+            // candidate can consider the lease expired.
+            let left = self
+                .config
+                .renew_deadline
+                .saturating_sub(last_renewed.elapsed());
+            let attempt = tokio::select! {
+                attempt = tokio::time::timeout(left, self.try_acquire_or_renew()) => attempt,
+                _ = shutdown.wait_for(|stop| *stop) => return Held::ShutDown,
+            };
+            match attempt {
+                Ok(Ok(true)) => last_renewed = Instant::now(),
+                Ok(Ok(false) | Err(_)) if last_renewed.elapsed() < self.config.renew_deadline => {
                     warn!("renewing the lease failed; retrying");
                 }
                 _ => return Held::Lost,

@@ -2,8 +2,11 @@
 //!
 //! With leader election only the lease holder runs the controller (and so writes). SIGTERM stops
 //! the controller gracefully (in-flight reconciles finish), then releases the lease so that a
-//! standby replica takes over at once. A leader that cannot renew its lease stops the controller
-//! and exits with an error: a fresh start rejoins the election with clean caches.
+//! standby replica takes over at once. A leader that cannot renew its lease within the renew
+//! deadline stops the controller before any other replica may take over, and stands by again in
+//! the same process: when the API server is reachable again it rejoins the election, and on
+//! winning starts a fresh controller with clean caches. An outage of the API server or etcd thus
+//! never needs a restart of the process.
 
 use std::{sync::Arc, time::Duration};
 
@@ -80,59 +83,63 @@ pub async fn run(
         election.lease_duration,
     );
     let mut elector = Elector::new(client.clone(), config);
-    health.set_standby(true);
-    if !elector
-        .acquire(&mut stop)
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        return Ok(()); // shut down while standing by
-    }
-    health.set_standby(false);
-    metrics.leader.set(1);
+    loop {
+        health.set_standby(true);
+        if !elector
+            .acquire(&mut stop)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Ok(()); // shut down while standing by
+        }
+        health.set_standby(false);
+        metrics.leader.set(1);
 
-    // Hold the lease in the background; stop the controller on shutdown or on losing it.
-    let (lost_tx, lost_rx) = oneshot::channel::<()>();
-    let holder = tokio::spawn({
-        let mut stop = stop.clone();
-        async move {
-            let held = elector.hold(&mut stop).await;
-            if held == Held::Lost {
-                let _ = lost_tx.send(());
+        // Hold the lease in the background; stop the controller on shutdown or on losing it.
+        let (lost_tx, lost_rx) = oneshot::channel::<()>();
+        let holder = tokio::spawn({
+            let mut stop = stop.clone();
+            async move {
+                let held = elector.hold(&mut stop).await;
+                if held == Held::Lost {
+                    let _ = lost_tx.send(());
+                }
+                (elector, held)
             }
-            (elector, held)
-        }
-    });
-    let mut stop_ctrl = stop.clone();
-    let shutdown = async move {
-        tokio::select! {
-            _ = stop_ctrl.wait_for(|s| *s) => {}
-            _ = lost_rx => {}
-        }
-    };
-    controller::run(
-        client,
-        settings,
-        metrics.clone(),
-        health,
-        sync_future(shutdown),
-    )
-    .await;
-    metrics.leader.set(0);
+        });
+        let mut stop_ctrl = stop.clone();
+        let shutdown = async move {
+            tokio::select! {
+                _ = stop_ctrl.wait_for(|s| *s) => {}
+                _ = lost_rx => {}
+            }
+        };
+        controller::run(
+            client.clone(),
+            settings.clone(),
+            metrics.clone(),
+            health.clone(),
+            sync_future(shutdown),
+        )
+        .await;
+        metrics.leader.set(0);
+        health.set_ready(false);
 
-    // The holder has returned or is returning: on shutdown it saw the same signal, on loss it
-    // caused the stop.
-    let (mut elector, held) = holder
-        .await
-        .map_err(|e| format!("lease task failed: {e}"))?;
-    match held {
-        Held::ShutDown => {
-            elector.release().await;
-            Ok(())
-        }
-        Held::Lost => {
-            warn!("lost the leader lease");
-            Err("lost the leader lease (could not renew it in time); exiting so that a fresh start rejoins the election".into())
+        // The holder has returned or is returning: on shutdown it saw the same signal, on loss it
+        // caused the stop.
+        let held;
+        (elector, held) = holder
+            .await
+            .map_err(|e| format!("lease task failed: {e}"))?;
+        match held {
+            Held::ShutDown => {
+                elector.release().await;
+                return Ok(());
+            }
+            Held::Lost => warn!(
+                "lost the leader lease (could not renew it in time); the controller stopped, \
+                 standing by to take the lease again"
+            ),
         }
     }
 }

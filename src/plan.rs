@@ -30,6 +30,9 @@ pub trait View {
     /// it on every pass: `Some(Some(message))` while the finding is fresh, `Some(None)` once it is
     /// old enough to be read again.
     fn known_conflict(&self, namespace: &str, name: &str) -> Option<Option<String>>;
+    /// A RegistryCredential that reads Secret `namespace/name` as its source, if any. Sources are
+    /// never written, adopted or deleted, whatever labels they carry.
+    fn source_of(&self, namespace: &str, name: &str) -> Option<String>;
 }
 
 /// Identity of the credential being reconciled.
@@ -252,6 +255,13 @@ fn selected(patterns: &[String], sa: &ServiceAccount) -> bool {
     patterns.iter().any(|p| p == "*" || p == name)
 }
 
+pub fn is_a_source(namespace: &str, name: &str, credential: &str) -> String {
+    format!(
+        "Secret {namespace}/{name} is the source of RegistryCredential {credential}; a source is never \
+         overwritten or deleted. Choose another secretName or exclude namespace {namespace}"
+    )
+}
+
 pub fn held_by_other(namespace: &str, name: &str, credential: &str) -> String {
     format!("Secret {namespace}/{name} is managed by RegistryCredential {credential}")
 }
@@ -273,7 +283,11 @@ pub fn sync(desired: &Desired<'_>, view: &impl View) -> Plan {
     let mut plan = Plan::default();
     for ns in desired.targets {
         let existing = view.secret(ns, desired.secret_name);
+        let source_of = view.source_of(ns, desired.secret_name);
         let secret = match existing.as_deref().map(|s| (s, ownership(s, owner))) {
+            _ if source_of.is_some() => SecretStep::Conflict {
+                message: is_a_source(ns, desired.secret_name, &source_of.unwrap_or_default()),
+            },
             None => match view.known_conflict(ns, desired.secret_name) {
                 Some(Some(message)) => SecretStep::Conflict { message },
                 Some(None) => SecretStep::Recheck,
@@ -326,7 +340,11 @@ pub fn sync(desired: &Desired<'_>, view: &impl View) -> Plan {
     for secret in view.secrets_of(&owner.name) {
         let ns = secret.metadata.namespace.clone().unwrap_or_default();
         let stale_name = secret.metadata.name.as_deref() != Some(desired.secret_name);
-        if (stale_name || !is_target(&ns)) && ownership(&secret, owner) == Ownership::Ours {
+        let name = secret.metadata.name.as_deref().unwrap_or_default();
+        if (stale_name || !is_target(&ns))
+            && ownership(&secret, owner) == Ownership::Ours
+            && view.source_of(&ns, name).is_none()
+        {
             cleanups.entry(ns.clone()).or_default().delete.push(secret);
         }
     }
@@ -369,6 +387,13 @@ pub fn teardown(owner: &Owner, policy: DeletionPolicy, view: &impl View) -> Plan
         if ownership(&secret, owner) != Ownership::Ours {
             continue;
         }
+        let (ns, name) = (
+            secret.metadata.namespace.as_deref().unwrap_or_default(),
+            secret.metadata.name.as_deref().unwrap_or_default(),
+        );
+        if policy == DeletionPolicy::Delete && view.source_of(ns, name).is_some() {
+            continue; // a source labelled as ours (e.g. exported from a copy) stays
+        }
         let entry = cleanups
             .entry(secret.metadata.namespace.clone().unwrap_or_default())
             .or_default();
@@ -398,6 +423,7 @@ mod tests {
         secrets: Vec<Arc<Secret>>,
         sas: Vec<Arc<ServiceAccount>>,
         conflicts: HashMap<(String, String), Option<String>>,
+        sources: HashMap<(String, String), String>,
     }
 
     fn ns_of<K: kube::Resource>(o: &K) -> &str {
@@ -436,6 +462,12 @@ mod tests {
         }
         fn known_conflict(&self, namespace: &str, name: &str) -> Option<Option<String>> {
             self.conflicts
+                .get(&(namespace.to_string(), name.to_string()))
+                .cloned()
+        }
+
+        fn source_of(&self, namespace: &str, name: &str) -> Option<String> {
+            self.sources
                 .get(&(namespace.to_string(), name.to_string()))
                 .cloned()
         }
@@ -548,6 +580,39 @@ mod tests {
         assert!(
             matches!(&plan.targets[0].secret, SecretStep::Update { current } if current.metadata.uid.as_deref() == Some("a-acme-pull-uid"))
         );
+    }
+
+    #[test]
+    fn a_source_is_never_written_adopted_or_deleted() {
+        // A source exported from a copy, labels and all, sits in a target namespace under the
+        // copy's name, and another one outside the targets.
+        let view = FakeView {
+            secrets: vec![ours("a", "acme-pull", b"old"), ours("b", "acme-pull", b"x")],
+            sas: vec![sa("a", "default", &[], None)],
+            sources: [
+                (
+                    ("a".to_string(), "acme-pull".to_string()),
+                    "acme".to_string(),
+                ),
+                (
+                    ("b".to_string(), "acme-pull".to_string()),
+                    "acme".to_string(),
+                ),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        let (targets, sas) = (strings(&["a"]), strings(&["default"]));
+        let plan = sync(&desired(&targets, &sas), &view);
+        assert!(
+            matches!(&plan.targets[0].secret, SecretStep::Conflict { message } if message.contains("is the source of RegistryCredential acme")),
+            "{:?}",
+            plan.targets[0].secret
+        );
+        assert!(plan.targets[0].edits.is_empty());
+        assert!(plan.cleanups.iter().all(|c| c.delete.is_empty()));
+        let down = teardown(&owner(), DeletionPolicy::Delete, &view);
+        assert!(down.cleanups.iter().all(|c| c.delete.is_empty()));
     }
 
     #[test]

@@ -76,8 +76,18 @@ REGCRED_TEST_KUBECONFIG=$dir/kubeconfig REGCRED_TEST_OPERATOR_BIN=$bin \
   REGCRED_TEST_METRICS_URL="http://127.0.0.1:$metrics_port/metrics" REGCRED_TEST_LOG_DIR="$dir/logs" \
   cargo test --quiet --test integration -- --test-threads="$threads" "$@"
 
-# Every test password contains the marker; none may reach the log, in clear or base64 at any offset.
-python3 - "$dir"/logs/operator*.log <<'PY'
+# The shared operator survived the whole suite, and no operator process of the suite panicked.
+kill -0 "$operator_pid" 2>/dev/null || { log "the operator process died during the tests"; exit 1; }
+if grep -l "panicked at" "$dir"/logs/operator*.log >/dev/null 2>&1; then
+  log "an operator panicked: $(grep -l "panicked at" "$dir"/logs/operator*.log | tr '\n' ' ')"
+  exit 1
+fi
+
+# Every test password contains the marker; none may reach the operator logs (trace level), the
+# cluster's Events or any RegistryCredential's status, in clear or base64 at any offset.
+kubectl get events.events.k8s.io -A -o json >"$dir/logs/all-events.json"
+kubectl get registrycredentials -o json >"$dir/logs/all-credentials.json"
+python3 - "$dir"/logs/operator*.log "$dir/logs/all-events.json" "$dir/logs/all-credentials.json" <<'PY'
 import base64, sys
 text = "".join(open(p, encoding="utf-8", errors="replace").read() for p in sys.argv[1:])
 marker = b"TOPSECRET"
@@ -88,7 +98,7 @@ for pad in range(3):
     needles.append(enc[(pad * 4 + 2) // 3 + 1: -2])
 hits = [n for n in needles if n and n in text]
 if hits:
-    print(f"[integration] credential material found in the operator logs: {hits}", file=sys.stderr)
+    print(f"[integration] credential material found in the operator logs, Events or statuses: {hits}", file=sys.stderr)
     sys.exit(1)
-print(f"[integration] operator logs ({len(text) // 1024} KiB, trace level) are free of credential material", file=sys.stderr)
+print(f"[integration] operator logs (trace level), Events and statuses ({len(text) // 1024} KiB) are free of credential material", file=sys.stderr)
 PY

@@ -7,6 +7,8 @@
 #   cluster.sh up   [DIR]   start (idempotent), write DIR/kubeconfig; DIR defaults to .cluster
 #   cluster.sh down [DIR]   stop exactly the processes recorded in DIR/pids, by PID
 #   cluster.sh status [DIR]
+#   cluster.sh restart-apiserver [DIR]   stop kube-apiserver and start it again with the same command
+#                                        line and port (fault tests); etcd and its data stay
 #
 # Environment:
 #   APISERVER_PORT, ETCD_PORT    fixed ports instead of free ones (a taken port fails fast)
@@ -170,8 +172,8 @@ start() { # name, command...
   local name=$1
   shift
   # setsid: the process outlives this script but not a `cluster.sh down`; its own session so that a
-  # Ctrl-C in the calling terminal does not take it down half-way.
-  setsid "$@" >"$dir/logs/$name.log" 2>&1 </dev/null &
+  # Ctrl-C in the calling terminal does not take it down half-way. A restart appends to the log.
+  setsid "$@" >>"$dir/logs/$name.log" 2>&1 </dev/null &
   echo $! >"$dir/pids/$name.pid"
   log "started $name (pid $!)"
 }
@@ -191,6 +193,7 @@ up() {
   local bin
   bin=$("$here/build.sh" | tail -n1) || die "building the control plane failed (see above)."
   mkdir -p "$dir/logs" "$dir/pids"
+  rm -f "$dir"/logs/*
   gen_pki
 
   local etcd_port peer_port api_port
@@ -226,7 +229,7 @@ up() {
   if [ "${CONTROLLER_MANAGER:-1}" != 0 ]; then
     start kube-controller-manager "$bin/kube-controller-manager" \
       --kubeconfig="$dir/kubeconfig" --leader-elect=false --secure-port=0 \
-      --controllers=serviceaccount-controller,garbage-collector-controller,namespace-controller,root-ca-certificate-publisher-controller \
+      --controllers=serviceaccount-controller,garbage-collector-controller,namespace-controller,root-ca-certificate-publisher-controller,clusterrole-aggregation-controller \
       --root-ca-file="$dir/pki/ca.crt"
   fi
   local rc=0
@@ -236,6 +239,21 @@ up() {
     exit 1
   fi
   log "ready: export KUBECONFIG=$dir/kubeconfig"
+}
+
+restart_apiserver() {
+  local pidfile=$dir/pids/kube-apiserver.pid pid
+  pid_alive "$pidfile" || die "kube-apiserver is not running in $dir"
+  pid=$(cat "$pidfile")
+  local -a args
+  mapfile -d '' args <"/proc/$pid/cmdline"
+  kill -TERM "$pid"
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+  log "stopped kube-apiserver (pid $pid)"
+  start kube-apiserver "${args[@]}"
+  wait_for kube-apiserver "$pidfile" api /readyz
+  log "kube-apiserver ready again"
 }
 
 case "$cmd" in
@@ -249,5 +267,6 @@ status)
     if pid_alive "$dir/pids/$name.pid"; then echo "$name: running (pid $(cat "$dir/pids/$name.pid"))"; else echo "$name: stopped"; fi
   done
   ;;
-*) die "usage: $0 up|down|status [DIR]" ;;
+restart-apiserver) restart_apiserver ;;
+*) die "usage: $0 up|down|status|restart-apiserver [DIR]" ;;
 esac

@@ -4,14 +4,17 @@
 mod support;
 
 mod bad_input;
+mod catalogue;
 mod conflicts;
 mod doctor;
 mod fanout;
+mod faults;
 mod foundation;
 mod lifecycle;
 mod operate;
 mod packaging;
 mod registry;
 mod registry_fixture;
+mod security;
 mod service_accounts;
 mod sources;

@@ -643,7 +643,7 @@ impl Operator {
         let child = tokio::process::Command::new(operator_binary())
             .args(&args)
             .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "debug")
+            .env("RUST_LOG", "trace")
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .kill_on_drop(true)
@@ -659,6 +659,19 @@ impl Operator {
 
     pub fn pid(&self) -> u32 {
         self.child.id().expect("running")
+    }
+
+    /// Panics (with the end of its log) if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().expect("polling the operator") {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            panic!(
+                "operator {} exited ({status}); last log lines:\n{}",
+                self.identity,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
     }
 
     pub fn signal(&self, signal: &str) {
@@ -737,4 +750,211 @@ pub async fn login_source(client: &Client, server: &str, password: &str) -> serd
     .await;
     json!({"registries": [{"server": server, "username": "robot",
         "passwordSecretRef": {"namespace": SOURCE_NS, "name": token, "key": "password"}}]})
+}
+
+/// Creates `n` namespaces carrying `labels`, many at a time, and waits for all their `default`
+/// ServiceAccounts.
+pub async fn namespaces(
+    client: &Client,
+    prefix: &str,
+    n: usize,
+    labels: &[(&str, &str)],
+) -> Vec<String> {
+    use futures::{StreamExt, stream};
+    let api: Api<Namespace> = Api::all(client.clone());
+    let names: Vec<String> = (0..n).map(|_| unique(prefix)).collect();
+    let labels = self::labels(labels);
+    stream::iter(names.clone())
+        .map(|name| {
+            let api = api.clone();
+            let ns = Namespace {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    labels: Some(labels.clone()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            async move {
+                api.create(&PostParams::default(), &ns)
+                    .await
+                    .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+    wait_default_service_accounts(client, &names).await;
+    names
+}
+
+/// Waits until every namespace in `names` has its `default` ServiceAccount.
+pub async fn wait_default_service_accounts(client: &Client, names: &[String]) {
+    let sas: Api<ServiceAccount> = Api::all(client.clone());
+    let wanted: std::collections::BTreeSet<&str> = names.iter().map(String::as_str).collect();
+    wait_for(
+        &format!("the default ServiceAccount in {} namespaces", names.len()),
+        TIMEOUT * 2,
+        || async {
+            let list = sas
+                .list(&ListParams::default().fields("metadata.name=default"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let have = list
+                .items
+                .iter()
+                .filter(|sa| wanted.contains(sa.namespace().unwrap_or_default().as_str()))
+                .count();
+            if have == wanted.len() {
+                Ok(())
+            } else {
+                Err(format!("{have} of {}", wanted.len()))
+            }
+        },
+    )
+    .await;
+}
+
+/// The copies of credential `name` in the whole cluster, by namespace.
+pub async fn copies_of(client: &Client, name: &str) -> BTreeMap<String, Secret> {
+    let api: Api<Secret> = Api::all(client.clone());
+    let selector = format!("{}={name}", regcred_operator::crd::CREDENTIAL_LABEL);
+    api.list(&ListParams::default().labels(&selector))
+        .await
+        .expect("listing copies")
+        .items
+        .into_iter()
+        .map(|s| (s.namespace().unwrap_or_default(), s))
+        .collect()
+}
+
+/// Whether a copy carries `password` (in its `.dockerconfigjson`).
+pub fn copy_has(secret: &Secret, password: &str) -> bool {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(".dockerconfigjson"))
+        .is_some_and(|v| String::from_utf8_lossy(&v.0).contains(password))
+}
+
+/// The `default` ServiceAccounts of the cluster, by namespace.
+pub async fn default_service_accounts(client: &Client) -> BTreeMap<String, ServiceAccount> {
+    Api::<ServiceAccount>::all(client.clone())
+        .list(&ListParams::default().fields("metadata.name=default"))
+        .await
+        .expect("listing ServiceAccounts")
+        .items
+        .into_iter()
+        .map(|sa| (sa.namespace().unwrap_or_default(), sa))
+        .collect()
+}
+
+/// A control plane of a test's own (for faults that would disturb the shared one), with
+/// `deploy/` applied. Stopped when dropped.
+pub struct PrivateCluster {
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+}
+
+fn run_checked(cmd: &mut std::process::Command, what: &str) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl PrivateCluster {
+    pub async fn start(prefix: &str) -> PrivateCluster {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("target/private-clusters")
+            .join(unique(prefix));
+        let kubeconfig = dir.join("kubeconfig");
+        let cluster = PrivateCluster { dir, kubeconfig };
+        let dir = cluster.dir.clone();
+        let kubeconfig = cluster.kubeconfig.clone();
+        tokio::task::spawn_blocking(move || {
+            run_checked(
+                std::process::Command::new(cluster_script())
+                    .arg("up")
+                    .arg(&dir),
+                "starting a private cluster",
+            );
+            run_checked(
+                std::process::Command::new("kubectl")
+                    .args(["apply", "-k"])
+                    .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy"))
+                    .env("KUBECONFIG", &kubeconfig),
+                "kubectl apply -k deploy/",
+            );
+            run_checked(
+                std::process::Command::new("kubectl")
+                    .args([
+                        "wait",
+                        "--for=condition=Established",
+                        "crd/registrycredentials.regcred.dev",
+                        "--timeout=60s",
+                    ])
+                    .env("KUBECONFIG", &kubeconfig),
+                "waiting for the CRD",
+            );
+        })
+        .await
+        .unwrap();
+        cluster
+    }
+
+    pub async fn client(&self) -> Client {
+        client_from(&self.kubeconfig).await
+    }
+
+    /// PID of a control-plane process (`etcd`, `kube-apiserver`, `kube-controller-manager`).
+    pub fn pid(&self, component: &str) -> u32 {
+        let file = self.dir.join("pids").join(format!("{component}.pid"));
+        std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+            .trim()
+            .parse()
+            .expect("pid")
+    }
+
+    pub fn signal(&self, component: &str, signal: &str) {
+        let pid = self.pid(component).to_string();
+        run_checked(
+            std::process::Command::new("kill").args([&format!("-{signal}"), &pid]),
+            &format!("kill -{signal} {component}"),
+        );
+    }
+
+    /// Stops kube-apiserver and starts it again on the same port; returns once it is ready.
+    pub async fn restart_apiserver(&self) {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            run_checked(
+                std::process::Command::new(cluster_script())
+                    .arg("restart-apiserver")
+                    .arg(&dir),
+                "restarting kube-apiserver",
+            )
+        })
+        .await
+        .unwrap();
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        // Resume a paused etcd first, or its TERM would wait for the grace period.
+        let _ = std::fs::read_to_string(self.dir.join("pids/etcd.pid")).map(|pid| {
+            std::process::Command::new("kill")
+                .args(["-CONT", pid.trim()])
+                .status()
+        });
+        let _ = std::process::Command::new(cluster_script())
+            .arg("down")
+            .arg(&self.dir)
+            .output();
+    }
 }

@@ -1,0 +1,658 @@
+//! The bad-input catalogue: malformed and hostile sources, specs, Secrets, namespaces and
+//! ServiceAccounts. Each gets a clear condition (and an Event where it is a problem), the operator
+//! stays up and quiet, and nothing that should stay is deleted or dropped. (More entries live in
+//! `bad_input`, `conflicts` and `service_accounts`; the README lists them all.)
+
+use std::time::Duration;
+
+use base64::Engine;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams},
+};
+use regcred_operator::crd::{CREDENTIAL_LABEL, MANAGED_BY_LABEL, PULL_SECRETS_ANNOTATION};
+use serde_json::json;
+
+use crate::support::*;
+
+fn b64(text: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// No write and no hot loop: the copy keeps its resourceVersion, and the credential settles (its
+/// resourceVersion stays the same for 2 s) within a few seconds of reporting.
+async fn assert_quiet(client: &Client, name: &str, ns: &str, copy: &Secret) {
+    let start = std::time::Instant::now();
+    let mut last = credential(client, name).await.resource_version();
+    let mut since = std::time::Instant::now();
+    while since.elapsed() < Duration::from_secs(2) {
+        let now = get_secret(client, ns, name)
+            .await
+            .and_then(|s| s.metadata.resource_version);
+        assert_eq!(now, copy.metadata.resource_version, "the copy was written");
+        let rc = credential(client, name).await;
+        if rc.resource_version() != last {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the credential keeps being written: {:?}",
+                rc.status
+            );
+            last = rc.resource_version();
+            since = std::time::Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits for Ready=False with `reason` and a message containing `expected`.
+async fn wait_problem(client: &Client, name: &str, case: &str, reason: &str, expected: &str) {
+    wait_for(&format!("{reason} for {case}"), TIMEOUT, || async {
+        let rc = credential(client, name).await;
+        match ready(&rc) {
+            Some((status, r, message)) if r == reason && message.contains(expected) => {
+                assert_eq!(status, "False", "{case}");
+                Ok(())
+            }
+            other => Err(other),
+        }
+    })
+    .await;
+}
+
+/// One source Secret (type, data) per case, written over a working source: each must give
+/// InvalidSource naming the problem, keep the existing copy, stay quiet and leak nothing.
+#[tokio::test]
+async fn malformed_source_contents() {
+    let client = admin().await;
+    let s = setup(&client, "cat-src", 1, json!({})).await;
+    wait_synced(&client, &s.name).await;
+    let ns = s.namespaces[0].clone();
+    let copy = get_secret(&client, &ns, &s.name).await.unwrap();
+    let pw = password();
+    let entry = |key: &str, value: serde_json::Value| {
+        json!({"auths": {key: value}}).to_string().into_bytes()
+    };
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes();
+    let many_bad = {
+        let mut auths = serde_json::Map::new();
+        for i in 0..2000 {
+            auths.insert(
+                format!("r{i}.example.com"),
+                json!({"username": "u", "password": pw}),
+            );
+        }
+        auths.insert("bad key.example.com".into(), json!({"auth": b64("u:p")}));
+        json!({ "auths": auths }).to_string().into_bytes()
+    };
+    // Opaque (as External Secrets writes them): the API server itself refuses unparseable JSON in
+    // a Secret of type kubernetes.io/dockerconfigjson.
+    const DCJ: &str = "Opaque";
+    // (case, type, key, value, expected fragment of the message)
+    let cases: Vec<(&str, &str, &str, Vec<u8>, &str)> = vec![
+        (
+            "invalid UTF-8",
+            DCJ,
+            ".dockerconfigjson",
+            b"{\"auths\":{\"r.io\":{\"auth\":\"\xff\xfe\"}}}".to_vec(),
+            "not valid UTF-8",
+        ),
+        (
+            "empty value",
+            DCJ,
+            ".dockerconfigjson",
+            Vec::new(),
+            "not valid JSON",
+        ),
+        (
+            "JSON array",
+            DCJ,
+            ".dockerconfigjson",
+            b"[]".to_vec(),
+            "not a JSON object",
+        ),
+        (
+            "JSON null",
+            DCJ,
+            ".dockerconfigjson",
+            b"null".to_vec(),
+            "not a JSON object",
+        ),
+        (
+            "no auths field",
+            DCJ,
+            ".dockerconfigjson",
+            b"{\"credsStore\":\"desktop\"}".to_vec(),
+            "no \"auths\" field",
+        ),
+        (
+            "auths not an object",
+            DCJ,
+            ".dockerconfigjson",
+            b"{\"auths\":[]}".to_vec(),
+            "not a JSON object",
+        ),
+        (
+            "entry not an object",
+            DCJ,
+            ".dockerconfigjson",
+            entry("r.io", json!("robot")),
+            "is not a JSON object",
+        ),
+        (
+            "entry without credentials",
+            DCJ,
+            ".dockerconfigjson",
+            entry("r.io", json!({"email": "a@b.c"})),
+            "r.io",
+        ),
+        (
+            "password not a string",
+            DCJ,
+            ".dockerconfigjson",
+            entry("r.io", json!({"username": "u", "password": 12345})),
+            "is not a string",
+        ),
+        (
+            "auth not base64",
+            DCJ,
+            ".dockerconfigjson",
+            entry("r.io", json!({"auth": "***not-base64***"})),
+            "not valid base64",
+        ),
+        (
+            "auth without colon",
+            DCJ,
+            ".dockerconfigjson",
+            entry("r.io", json!({"auth": b64(&format!("robot{pw}"))})),
+            "r.io",
+        ),
+        (
+            "nesting 100000 deep",
+            DCJ,
+            ".dockerconfigjson",
+            deep,
+            "not valid JSON",
+        ),
+        (
+            "empty registry key",
+            DCJ,
+            ".dockerconfigjson",
+            entry("", json!({"auth": b64("u:p")})),
+            "registry key is empty",
+        ),
+        (
+            "control character in key",
+            DCJ,
+            ".dockerconfigjson",
+            entry("r\u{7}.io", json!({"auth": b64("u:p")})),
+            "control characters",
+        ),
+        (
+            "newline after the key (the kubelet cannot parse it)",
+            DCJ,
+            ".dockerconfigjson",
+            entry("r.io\n", json!({"auth": b64("u:p")})),
+            "whitespace",
+        ),
+        (
+            "port out of range",
+            DCJ,
+            ".dockerconfigjson",
+            entry("r.io:99999", json!({"auth": b64("u:p")})),
+            "invalid port",
+        ),
+        (
+            "query in key",
+            DCJ,
+            ".dockerconfigjson",
+            entry("r.io/?x=1", json!({"auth": b64("u:p")})),
+            "query or fragment",
+        ),
+        (
+            "credentials in the key",
+            DCJ,
+            ".dockerconfigjson",
+            entry(&format!("robot:{pw}@r.io"), json!({"auth": b64("u:p")})),
+            "user information",
+        ),
+        (
+            "scheme only",
+            DCJ,
+            ".dockerconfigjson",
+            entry("https://", json!({"auth": b64("u:p")})),
+            "no host",
+        ),
+        (
+            "one bad key among 2000",
+            DCJ,
+            ".dockerconfigjson",
+            many_bad,
+            "bad key.example.com",
+        ),
+        (
+            "legacy dockercfg entry not an object",
+            "kubernetes.io/dockercfg",
+            ".dockercfg",
+            b"{\"r.io\":\"robot\"}".to_vec(),
+            "is not a JSON object",
+        ),
+        (
+            "SSH key Secret",
+            "kubernetes.io/ssh-auth",
+            "ssh-privatekey",
+            b"-----BEGIN OPENSSH PRIVATE KEY-----".to_vec(),
+            "kubernetes.io/ssh-auth",
+        ),
+        (
+            "basic-auth Secret",
+            "kubernetes.io/basic-auth",
+            "password",
+            pw.as_bytes().to_vec(),
+            "kubernetes.io/basic-auth",
+        ),
+    ];
+    let sources: Api<Secret> = Api::namespaced(client.clone(), SOURCE_NS);
+    let mut cases_run = 0;
+    for (case, type_, key, value, expected) in cases {
+        // The type of a Secret is immutable: the source is replaced (deleted, then created).
+        sources
+            .delete(&s.source, &DeleteParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("{case}: deleting the source: {e}"));
+        put_secret(
+            &client,
+            &secret_object(SOURCE_NS, &s.source, type_, &[(key, value.as_slice())]),
+        )
+        .await;
+        wait_problem(&client, &s.name, case, "InvalidSource", expected).await;
+        assert_quiet(&client, &s.name, &ns, &copy).await;
+        cases_run += 1;
+    }
+    assert_eq!(cases_run, 23);
+    wait_event(&client, &s.name, "InvalidSource").await;
+    assert_nothing_leaked(&client, &s.name, &[&pw, &s.password]).await;
+
+    // A good source again: back in sync.
+    sources
+        .delete(&s.source, &DeleteParams::default())
+        .await
+        .unwrap();
+    let fresh = rotate(&client, &s.source).await;
+    wait_copy(&client, &ns, &s.name, &fresh).await;
+    wait_synced(&client, &s.name).await;
+}
+
+#[tokio::test]
+async fn registries_source_problems() {
+    let client = admin().await;
+    let s = setup(&client, "cat-login", 1, json!({})).await;
+    wait_synced(&client, &s.name).await;
+    let ns = s.namespaces[0].clone();
+    let copy = get_secret(&client, &ns, &s.name).await.unwrap();
+    let pw = password();
+    let good = login_source(&client, "registry.example.com", &pw).await;
+    let password_ref = good["registries"][0]["passwordSecretRef"].clone();
+    let token = password_ref["name"].as_str().unwrap().to_string();
+    let login = |server: &str, pref: serde_json::Value| json!({"server": server, "username": "robot", "passwordSecretRef": pref});
+    let cases = [
+        (
+            "the same server twice",
+            json!({"registries": [login("r.example.com", password_ref.clone()), login("r.example.com", password_ref.clone())]}),
+            "InvalidSource",
+            "more than once",
+        ),
+        (
+            "an unparseable server",
+            json!({"registries": [login("exa mple.com", password_ref.clone())]}),
+            "InvalidSource",
+            "exa mple.com",
+        ),
+        (
+            "a password Secret that does not exist",
+            json!({"registries": [login("r.example.com", json!({"namespace": SOURCE_NS, "name": unique("absent"), "key": "password"}))]}),
+            "SourceNotFound",
+            "not found",
+        ),
+        (
+            "a password Secret outside the allowed namespaces",
+            json!({"registries": [login("r.example.com", json!({"namespace": "kube-system", "name": token, "key": "password"}))]}),
+            "SourceNamespaceNotAllowed",
+            "--source-namespaces",
+        ),
+    ];
+    for (case, mut source, reason, expected) in cases {
+        source["secretRef"] = serde_json::Value::Null; // a merge patch: drop the other form
+        patch_spec(&client, &s.name, json!({ "source": source })).await;
+        wait_problem(&client, &s.name, case, reason, expected).await;
+        assert_quiet(&client, &s.name, &ns, &copy).await;
+    }
+    // An empty password: a login without a password is refused, the copy stays.
+    put_secret(
+        &client,
+        &secret_object(SOURCE_NS, &token, "Opaque", &[("password", b"")]),
+    )
+    .await;
+    let mut good = good;
+    good["secretRef"] = serde_json::Value::Null;
+    patch_spec(&client, &s.name, json!({ "source": good })).await;
+    wait_problem(
+        &client,
+        &s.name,
+        "an empty password",
+        "InvalidSource",
+        "empty",
+    )
+    .await;
+    // The spec change and the emptied password Secret arrive on different watches: the operator
+    // may have synced the new spec with the old password first. From the report on, no writes.
+    let copy = get_secret(&client, &ns, &s.name).await.unwrap();
+    assert!(
+        !copy_has(&copy, &format!("\"{}\"", b64("robot:"))),
+        "an empty password was copied"
+    );
+    assert_quiet(&client, &s.name, &ns, &copy).await;
+    assert_nothing_leaked(&client, &s.name, &[&pw, &s.password]).await;
+}
+
+/// Big but valid configs are copied as they are: thousands of registries, duplicate JSON keys
+/// (the last one wins, as in the kubelet), a config close to the 1 MiB Secret limit.
+#[tokio::test]
+async fn extreme_but_valid_sources_are_copied() {
+    let client = admin().await;
+    let s = setup(&client, "cat-big", 1, json!({})).await;
+    let ns = s.namespaces[0].clone();
+    let pw = password();
+
+    let mut auths = serde_json::Map::new();
+    for i in 0..5000 {
+        auths.insert(
+            format!("r{i}.example.com"),
+            json!({"username": "robot", "password": format!("{pw}-{i}")}),
+        );
+    }
+    let thousands = json!({ "auths": auths }).to_string();
+    let duplicate = format!(
+        r#"{{"auths":{{"dup.example.com":{{"username":"first","password":"{pw}-first"}},"dup.example.com":{{"username":"last","password":"{pw}-last"}}}}}}"#
+    );
+    let huge_token = "t".repeat(900 * 1024);
+    let huge = json!({"auths": {"r.example.com": {"identitytoken": huge_token, "username": "u", "password": pw}}})
+        .to_string();
+    for (case, config) in [
+        ("5000 registries", &thousands),
+        ("duplicate keys", &duplicate),
+        ("900 KiB", &huge),
+    ] {
+        put_secret(
+            &client,
+            &secret_object(
+                SOURCE_NS,
+                &s.source,
+                "kubernetes.io/dockerconfigjson",
+                &[(".dockerconfigjson", config.as_bytes())],
+            ),
+        )
+        .await;
+        let copy = wait_for(&format!("the copy of {case}"), TIMEOUT, || async {
+            let copy = get_secret(&client, &ns, &s.name).await.unwrap();
+            let want: serde_json::Value = match serde_json::from_str(config) {
+                Ok(v) => v,
+                Err(e) => panic!("{case}: {e}"),
+            };
+            if secret_config(&copy) == want {
+                Ok(copy)
+            } else {
+                Err(case)
+            }
+        })
+        .await;
+        if case == "duplicate keys" {
+            let text = serde_json::to_string(&secret_config(&copy)).unwrap();
+            assert!(text.contains("-last") && !text.contains("-first"), "{case}");
+        }
+        wait_synced(&client, &s.name).await;
+        assert_quiet(&client, &s.name, &ns, &copy).await;
+    }
+    assert_nothing_leaked(&client, &s.name, &[&pw]).await;
+}
+
+/// Names at their maximum lengths: a 63-character credential (it is a label value), a
+/// 253-character secretName and ServiceAccount, a 63-character namespace.
+#[tokio::test]
+async fn maximum_length_names() {
+    let client = admin().await;
+    let base = unique("max");
+    let pad = |n: usize| format!("{base}{}", "x".repeat(n - base.len()));
+    let (credential_name, secret_name, ns_name, sa_name) = (pad(63), pad(253), pad(63), pad(253));
+    let key = unique("max");
+    ensure_namespace(&client, &ns_name).await;
+    label_namespace(&client, &ns_name, &key, Some("yes")).await;
+    create_service_account(&client, &ns_name, &sa_name).await;
+    let (source, pw) = source_secret(&client).await;
+    create_credential(
+        &client,
+        &credential_name,
+        json!({"source": {"secretRef": {"namespace": SOURCE_NS, "name": source}},
+               "namespaceSelector": {"matchLabels": {key: "yes"}},
+               "secretName": secret_name, "serviceAccounts": [sa_name]}),
+    )
+    .await;
+    wait_copy(&client, &ns_name, &secret_name, &pw).await;
+    wait_sa_lists(&client, &ns_name, &sa_name, &secret_name).await;
+    wait_synced(&client, &credential_name).await;
+    delete_credential(&client, &credential_name).await;
+    wait_secret_gone(&client, &ns_name, &secret_name).await;
+    let sa = get_sa(&client, &ns_name, &sa_name).await.unwrap();
+    assert!(!pull_secret_names(&sa).contains(&secret_name));
+}
+
+/// Our own source as a target (the source namespace selected, secretName = the source's name),
+/// even with conflictPolicy: Adopt and a source exported from a copy with our labels: the source
+/// is never written or deleted.
+#[tokio::test]
+async fn a_source_is_never_a_target() {
+    let client = admin().await;
+    ensure_namespace(&client, SOURCE_NS).await;
+    let name = unique("selfsrc");
+    let pw = password();
+    let config = docker_config("registry.example.com", "robot", &pw);
+    // Exported from a copy: it still carries our labels.
+    let mut source = secret_object(
+        SOURCE_NS,
+        &name,
+        "kubernetes.io/dockerconfigjson",
+        &[(".dockerconfigjson", config.as_bytes())],
+    );
+    source.metadata.labels = Some(labels(&[
+        (MANAGED_BY_LABEL, "regcred-operator"),
+        (CREDENTIAL_LABEL, &name),
+    ]));
+    let written = put_secret(&client, &source).await;
+    let key = unique("selfsrc");
+    let other = namespace(&client, "selfsrc", &[(&key, "yes")]).await;
+    create_credential(
+        &client,
+        &name,
+        json!({"source": {"secretRef": {"namespace": SOURCE_NS, "name": name}},
+               "namespaces": [SOURCE_NS], "namespaceSelector": {"matchLabels": {key.clone(): "yes"}},
+               "conflictPolicy": "Adopt"}),
+    )
+    .await;
+    wait_copy(&client, &other, &name, &pw).await;
+    wait_problem(
+        &client,
+        &name,
+        "source as target",
+        "Conflict",
+        "is the source of",
+    )
+    .await;
+    let now = get_secret(&client, SOURCE_NS, &name).await.unwrap();
+    assert_eq!(
+        now.metadata.resource_version,
+        written.metadata.resource_version
+    );
+    wait_event(&client, &name, "Conflict").await;
+
+    // The source namespace leaves the targets, then the credential goes (deletionPolicy:
+    // Delete): the copy elsewhere is deleted, the labelled source stays.
+    patch_spec(&client, &name, json!({"namespaces": []})).await;
+    wait_synced(&client, &name).await;
+    delete_credential(&client, &name).await;
+    wait_secret_gone(&client, &other, &name).await;
+    let now = get_secret(&client, SOURCE_NS, &name)
+        .await
+        .expect("the source stays");
+    assert_eq!(
+        now.metadata.resource_version,
+        written.metadata.resource_version
+    );
+}
+
+/// A copy replaced by hand with a Secret of another type that still carries our labels: it is
+/// ours, and its type is immutable, so it is replaced by a proper copy.
+#[tokio::test]
+async fn copy_recreated_with_another_type_is_replaced() {
+    let client = admin().await;
+    let s = setup(&client, "cat-type", 1, json!({})).await;
+    wait_synced(&client, &s.name).await;
+    let ns = s.namespaces[0].clone();
+    let copy = wait_copy(&client, &ns, &s.name, &s.password).await;
+    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    api.delete(&s.name, &DeleteParams::default()).await.unwrap();
+    let mut opaque = secret_object(&ns, &s.name, "Opaque", &[("note", b"hand-made")]);
+    opaque.metadata.labels = copy.metadata.labels.clone();
+    put_secret(&client, &opaque).await;
+    wait_for("a dockerconfigjson copy again", TIMEOUT, || async {
+        match get_secret(&client, &ns, &s.name).await {
+            Some(c)
+                if c.type_.as_deref() == Some("kubernetes.io/dockerconfigjson")
+                    && copy_has(&c, &s.password) =>
+            {
+                Ok(())
+            }
+            other => Err(other.and_then(|c| c.type_)),
+        }
+    })
+    .await;
+    wait_synced(&client, &s.name).await;
+}
+
+/// ServiceAccounts in odd states: duplicate and empty-named foreign entries, a garbage
+/// bookkeeping annotation, an entry of our name that was there before us.
+#[tokio::test]
+async fn odd_service_account_states_keep_every_foreign_entry() {
+    let client = admin().await;
+    let key = unique("cat-sa");
+    let ns = namespace(&client, "cat-sa", &[(&key, "yes")]).await;
+    for sa in ["dups", "garbage", "prior"] {
+        create_service_account(&client, &ns, sa).await;
+    }
+    let (source, _) = source_secret(&client).await;
+    let name = unique("cat-sa");
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    let set = |sa: &str, body: serde_json::Value| {
+        let sas = sas.clone();
+        let sa = sa.to_string();
+        async move {
+            sas.patch(&sa, &PatchParams::default(), &Patch::Merge(body))
+                .await
+                .unwrap_or_else(|e| panic!("patching {sa}: {e}"));
+        }
+    };
+    set(
+        "dups",
+        json!({"imagePullSecrets": [{"name": "a"}, {"name": "a"}, {"name": ""}, {"name": "b"}]}),
+    )
+    .await;
+    set(
+        "garbage",
+        json!({"metadata": {"annotations": {PULL_SECRETS_ANNOTATION: ",,/,\u{1F512}/x,,,=\"'"}},
+                          "imagePullSecrets": [{"name": "x"}]}),
+    )
+    .await;
+    set(
+        "prior",
+        json!({"imagePullSecrets": [{"name": name.clone()}, {"name": "c"}]}),
+    )
+    .await;
+    create_credential(
+        &client,
+        &name,
+        json!({"source": {"secretRef": {"namespace": SOURCE_NS, "name": source}},
+               "namespaceSelector": {"matchLabels": {key.clone(): "yes"}}, "serviceAccounts": ["*"]}),
+    )
+    .await;
+    wait_synced(&client, &name).await;
+    let listed = |sa: &str| {
+        let client = client.clone();
+        let (ns, sa) = (ns.clone(), sa.to_string());
+        async move { pull_secret_names(&get_sa(&client, &ns, &sa).await.unwrap()) }
+    };
+    assert_eq!(listed("dups").await, ["a", "a", "", "b", name.as_str()]);
+    assert_eq!(listed("garbage").await, ["x", name.as_str()]);
+    assert_eq!(listed("prior").await, [name.as_str(), "c"]);
+
+    // Deleting the credential removes what it added, and only that.
+    delete_credential(&client, &name).await;
+    assert_eq!(listed("dups").await, ["a", "a", "", "b"]);
+    assert_eq!(listed("garbage").await, ["x"]);
+    assert_eq!(
+        listed("prior").await,
+        [name.as_str(), "c"],
+        "an entry that was there before us stays"
+    );
+}
+
+/// A namespace flapping its label 20 times: the end state wins, with nothing left behind.
+#[tokio::test]
+async fn namespace_flapping_labels_ends_in_the_right_state() {
+    let client = admin().await;
+    let s = setup(&client, "cat-flap", 1, json!({})).await;
+    let ns = s.namespaces[0].clone();
+    for i in 0..20 {
+        let value = if i % 2 == 0 { None } else { Some("yes") };
+        label_namespace(&client, &ns, &s.key, value).await;
+    }
+    // 20 flips end labelled: a copy and an entry.
+    let copy = wait_copy(&client, &ns, &s.name, &s.password).await;
+    wait_sa_lists(&client, &ns, "default", &s.name).await;
+    wait_synced(&client, &s.name).await;
+    assert_quiet(&client, &s.name, &ns, &copy).await;
+    for i in 0..21 {
+        let value = if i % 2 == 0 { None } else { Some("yes") };
+        label_namespace(&client, &ns, &s.key, value).await;
+    }
+    // 21 flips end unlabelled: nothing of ours left.
+    wait_secret_gone(&client, &ns, &s.name).await;
+    wait_for("our entry to leave default", TIMEOUT, || async {
+        let listed = pull_secret_names(&get_sa(&client, &ns, "default").await.unwrap());
+        if listed.contains(&s.name) {
+            Err(listed)
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    wait_synced(&client, &s.name).await;
+}
+
+/// Targets that are odd but not errors: a listed namespace that does not exist, a listed
+/// ServiceAccount that does not exist (yet), an exclusion pattern that matches nothing.
+#[tokio::test]
+async fn absent_namespaces_and_service_accounts_are_not_errors() {
+    let client = admin().await;
+    let s = setup(
+        &client,
+        "cat-absent",
+        1,
+        json!({"namespaces": [unique("does-not-exist")], "serviceAccounts": ["default", "later"],
+               "excludeNamespaces": ["[", "*]"]}),
+    )
+    .await;
+    let ns = s.namespaces[0].clone();
+    let rc = wait_synced(&client, &s.name).await;
+    assert_eq!(rc.status.unwrap().target_namespaces, 1);
+    create_service_account(&client, &ns, "later").await;
+    wait_sa_lists(&client, &ns, "later", &s.name).await;
+}
