@@ -35,7 +35,7 @@ use crate::{
     http::Health,
     metrics::Metrics,
     overlay::Overlay,
-    plan::{self, Desired, Owner},
+    plan::{self, Desired, Owner, View},
     registry::RegistryKey,
     registry_check::Checker,
     service_accounts,
@@ -288,12 +288,14 @@ where
     watcher(api, config.any_semantic())
         .default_backoff()
         .modify(|o| o.meta_mut().managed_fields = None)
+        .reflect(writer)
+        // After the store has the event: the overlay must never give up our write for a store
+        // that does not hold it yet.
         .inspect(move |event| {
             if let (Ok(event), Some(overlay)) = (event, &overlay) {
                 overlay.observe(event);
             }
         })
-        .reflect(writer)
         .touched_objects()
 }
 
@@ -769,7 +771,44 @@ fn summarize(namespaces: &[String]) -> String {
 
 async fn teardown(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
     let owner = owner_of(rc)?;
-    let plan = plan::teardown(&owner, rc.spec.deletion_policy, &ctx.view());
+    // The last chance to remove our entries: plan from ServiceAccounts read just now in every
+    // namespace where we left something, not from caches that may be a moment behind.
+    let view = ctx.view();
+    let mut namespaces: Vec<String> = view
+        .secrets_of(&owner.name)
+        .iter()
+        .filter_map(|s| s.metadata.namespace.clone())
+        .chain(
+            view.service_accounts_of(&owner.name)
+                .iter()
+                .filter_map(|sa| sa.metadata.namespace.clone()),
+        )
+        .collect();
+    namespaces.sort_unstable();
+    namespaces.dedup();
+    let fresh: Vec<Arc<ServiceAccount>> = futures::stream::iter(namespaces)
+        .map(|ns| {
+            let api = Api::<ServiceAccount>::namespaced(ctx.client.clone(), &ns);
+            async move {
+                api.list(&kube::api::ListParams::default())
+                    .await
+                    .map_err(|e| Error::api("listing", "ServiceAccounts", &ns, "", e))
+            }
+        })
+        .buffer_unordered(ctx.settings.write_concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flat_map(|list| list.items)
+        .map(Arc::new)
+        .collect();
+    let view = plan::FreshServiceAccounts {
+        inner: &view,
+        service_accounts: fresh,
+    };
+    let plan = plan::teardown(&owner, rc.spec.deletion_policy, &view);
     let secret_name = rc.secret_name();
     let failures = Apply {
         ctx,

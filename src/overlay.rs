@@ -43,6 +43,8 @@ struct Entry<K> {
 pub struct Overlay<K> {
     entries: Mutex<HashMap<Key, Entry<K>>>,
     watermark: AtomicU64,
+    /// Highest resourceVersion of a re-list in progress.
+    relisted: AtomicU64,
 }
 
 impl<K> Default for Overlay<K> {
@@ -50,6 +52,7 @@ impl<K> Default for Overlay<K> {
         Self {
             entries: Mutex::new(HashMap::new()),
             watermark: AtomicU64::new(0),
+            relisted: AtomicU64::new(0),
         }
     }
 }
@@ -64,12 +67,24 @@ pub fn resource_version<K: Resource>(obj: &K) -> Option<u64> {
 impl<K: Resource + Clone> Overlay<K> {
     /// Feeds the watch's events in; call it on the stream before the reflector.
     pub fn observe(&self, event: &watcher::Event<K>) {
-        if let watcher::Event::Apply(obj)
-        | watcher::Event::Delete(obj)
-        | watcher::Event::InitApply(obj) = event
-            && let Some(v) = resource_version(obj)
-        {
-            self.watermark.fetch_max(v, Ordering::Relaxed);
+        match event {
+            watcher::Event::Apply(obj) | watcher::Event::Delete(obj) => {
+                if let Some(v) = resource_version(obj) {
+                    self.watermark.fetch_max(v, Ordering::Relaxed);
+                }
+            }
+            // A re-list reaches the store only when it is complete: until then the store holds
+            // the old state, so the watermark waits too.
+            watcher::Event::Init => self.relisted.store(0, Ordering::Relaxed),
+            watcher::Event::InitApply(obj) => {
+                if let Some(v) = resource_version(obj) {
+                    self.relisted.fetch_max(v, Ordering::Relaxed);
+                }
+            }
+            watcher::Event::InitDone => {
+                let v = self.relisted.swap(0, Ordering::Relaxed);
+                self.watermark.fetch_max(v, Ordering::Relaxed);
+            }
         }
     }
 
@@ -185,6 +200,21 @@ mod tests {
             Some("ours".into())
         );
         assert_eq!(o.len(), 1);
+    }
+
+    #[test]
+    fn a_relist_moves_the_watermark_only_when_complete() {
+        let o = Overlay::default();
+        o.wrote(secret("s", "10", "ours"));
+        o.observe(&watcher::Event::Init);
+        // Another object's newer version arrives first; the store still holds the old list.
+        o.observe(&watcher::Event::InitApply(secret("t", "12", "x")));
+        let stale = Some(Arc::new(secret("s", "9", "old")));
+        assert_eq!(marker(&o.view("ns", "s", stale)), Some("ours".into()));
+        o.observe(&watcher::Event::InitApply(secret("s", "10", "cache")));
+        o.observe(&watcher::Event::InitDone);
+        let fresh = Some(Arc::new(secret("s", "10", "cache")));
+        assert_eq!(marker(&o.view("ns", "s", fresh)), Some("cache".into()));
     }
 
     #[test]

@@ -35,6 +35,42 @@ pub trait View {
     fn source_of(&self, namespace: &str, name: &str) -> Option<String>;
 }
 
+/// A view whose ServiceAccounts are a fresh read (for the teardown); everything else comes from
+/// `inner`.
+pub struct FreshServiceAccounts<'a, V: View> {
+    pub inner: &'a V,
+    pub service_accounts: Vec<Arc<ServiceAccount>>,
+}
+
+impl<V: View> View for FreshServiceAccounts<'_, V> {
+    fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+        self.inner.secret(namespace, name)
+    }
+    fn service_accounts(&self, namespace: &str) -> Vec<Arc<ServiceAccount>> {
+        self.service_accounts
+            .iter()
+            .filter(|sa| sa.metadata.namespace.as_deref() == Some(namespace))
+            .cloned()
+            .collect()
+    }
+    fn secrets_of(&self, credential: &str) -> Vec<Arc<Secret>> {
+        self.inner.secrets_of(credential)
+    }
+    fn service_accounts_of(&self, credential: &str) -> Vec<Arc<ServiceAccount>> {
+        self.service_accounts
+            .iter()
+            .filter(|sa| !service_accounts::owned_by(sa, credential).is_empty())
+            .cloned()
+            .collect()
+    }
+    fn known_conflict(&self, namespace: &str, name: &str) -> Option<Option<String>> {
+        self.inner.known_conflict(namespace, name)
+    }
+    fn source_of(&self, namespace: &str, name: &str) -> Option<String> {
+        self.inner.source_of(namespace, name)
+    }
+}
+
 /// Identity of the credential being reconciled.
 #[derive(Debug, Clone)]
 pub struct Owner {
