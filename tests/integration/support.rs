@@ -956,5 +956,9 @@ impl Drop for PrivateCluster {
             .arg("down")
             .arg(&self.dir)
             .output();
+        // Kept after a failure, for its logs.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
