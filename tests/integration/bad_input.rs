@@ -1,43 +1,14 @@
 //! Bad input: a clear condition and Event, existing copies untouched, no hot loop.
 
-use std::time::Duration;
-
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::{
-    Api, ResourceExt,
+    Api,
     api::{DeleteParams, ObjectMeta, PostParams},
 };
 use regcred_operator::crd::RegistryCredential;
 use serde_json::json;
 
 use crate::support::*;
-
-/// After a problem is reported, the copy keeps its exact resourceVersion and the credential is
-/// not rewritten again and again.
-async fn assert_copy_untouched_and_quiet(
-    client: &kube::Client,
-    name: &str,
-    ns: &str,
-    copy: &Secret,
-) {
-    let rc_version = credential(client, name).await.resource_version();
-    stays(
-        "the copy and the credential to stay unchanged",
-        Duration::from_secs(2),
-        || async {
-            let now = get_secret(client, ns, name)
-                .await
-                .and_then(|s| s.metadata.resource_version);
-            let rc = credential(client, name).await.resource_version();
-            if now == copy.metadata.resource_version && rc == rc_version {
-                Ok(())
-            } else {
-                Err((now, rc))
-            }
-        },
-    )
-    .await;
-}
 
 #[tokio::test]
 async fn invalid_source_content_keeps_existing_copies() {

@@ -962,3 +962,28 @@ impl Drop for PrivateCluster {
         }
     }
 }
+
+/// No write and no hot loop: the copy keeps its resourceVersion, and the credential settles (its
+/// resourceVersion stays the same for 2 s) within a few seconds of reporting.
+pub async fn assert_copy_untouched_and_quiet(client: &Client, name: &str, ns: &str, copy: &Secret) {
+    let start = std::time::Instant::now();
+    let mut last = credential(client, name).await.resource_version();
+    let mut since = std::time::Instant::now();
+    while since.elapsed() < Duration::from_secs(2) {
+        let now = get_secret(client, ns, name)
+            .await
+            .and_then(|s| s.metadata.resource_version);
+        assert_eq!(now, copy.metadata.resource_version, "the copy was written");
+        let rc = credential(client, name).await;
+        if rc.resource_version() != last {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the credential keeps being written: {:?}",
+                rc.status
+            );
+            last = rc.resource_version();
+            since = std::time::Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
