@@ -492,10 +492,20 @@ async fn copy_recreated_with_another_type_is_replaced() {
     let ns = s.namespaces[0].clone();
     let copy = wait_copy(&client, &ns, &s.name, &s.password).await;
     let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    api.delete(&s.name, &DeleteParams::default()).await.unwrap();
     let mut opaque = secret_object(&ns, &s.name, "Opaque", &[("note", b"hand-made")]);
     opaque.metadata.labels = copy.metadata.labels.clone();
-    put_secret(&client, &opaque).await;
+    // The operator restores a deleted copy at once: retry until ours is the one created.
+    wait_for("a hand-made Opaque copy in place", TIMEOUT, || async {
+        match api.delete(&s.name, &DeleteParams::default()).await {
+            Ok(_) | Err(kube::Error::Api(_)) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        match api.create(&kube::api::PostParams::default(), &opaque).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
     wait_for("a dockerconfigjson copy again", TIMEOUT, || async {
         match get_secret(&client, &ns, &s.name).await {
             Some(c)
