@@ -70,19 +70,7 @@ async fn invalid_source_content_keeps_existing_copies() {
     for (case, data, expected) in cases {
         let data: Vec<(&str, &[u8])> = data.iter().map(|(k, v)| (*k, v.as_slice())).collect();
         put_secret(&client, &secret_object(SOURCE_NS, &src, "Opaque", &data)).await;
-        let rc = wait_for(&format!("InvalidSource for {case}"), TIMEOUT, || async {
-            let rc = credential(&client, &s.name).await;
-            match ready(&rc) {
-                Some((status, reason, message))
-                    if reason == "InvalidSource" && message.contains(expected) =>
-                {
-                    assert_eq!(status, "False");
-                    Ok(rc)
-                }
-                other => Err(other),
-            }
-        })
-        .await;
+        let rc = wait_problem(&client, &s.name, case, "InvalidSource", expected).await;
         assert!(
             rc.status
                 .unwrap()

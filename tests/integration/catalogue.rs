@@ -6,7 +6,7 @@
 use base64::Engine;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::{
-    Api, Client,
+    Api,
     api::{DeleteParams, Patch, PatchParams},
 };
 use regcred_operator::crd::{CREDENTIAL_LABEL, MANAGED_BY_LABEL, PULL_SECRETS_ANNOTATION};
@@ -16,21 +16,6 @@ use crate::support::*;
 
 fn b64(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(text)
-}
-
-/// Waits for Ready=False with `reason` and a message containing `expected`.
-async fn wait_problem(client: &Client, name: &str, case: &str, reason: &str, expected: &str) {
-    wait_for(&format!("{reason} for {case}"), TIMEOUT, || async {
-        let rc = credential(client, name).await;
-        match ready(&rc) {
-            Some((status, r, message)) if r == reason && message.contains(expected) => {
-                assert_eq!(status, "False", "{case}");
-                Ok(())
-            }
-            other => Err(other),
-        }
-    })
-    .await;
 }
 
 /// One source Secret (type, data) per case, written over a working source: each must give

@@ -987,3 +987,24 @@ pub async fn assert_copy_untouched_and_quiet(client: &Client, name: &str, ns: &s
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Waits for Ready=False with `reason` and a message containing `expected`.
+pub async fn wait_problem(
+    client: &Client,
+    name: &str,
+    case: &str,
+    reason: &str,
+    expected: &str,
+) -> RegistryCredential {
+    wait_for(&format!("{reason} for {case}"), TIMEOUT, || async {
+        let rc = credential(client, name).await;
+        match ready(&rc) {
+            Some((status, r, message)) if r == reason && message.contains(expected) => {
+                assert_eq!(status, "False", "{case}");
+                Ok(rc)
+            }
+            other => Err(other),
+        }
+    })
+    .await
+}
