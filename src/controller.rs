@@ -27,7 +27,7 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::{
-    apply::{Apply, Failure},
+    apply::{self, Apply, Failure},
     context::{Appearances, CONFLICT_RECHECK, Caches, Context, Settings},
     crd::{CREDENTIAL_LABEL, FINALIZER, MANAGED_BY_LABEL, MANAGER, RegistryCredential},
     dockerconfig::DockerConfig,
@@ -144,6 +144,7 @@ pub async fn run(
         sa_writes,
         appeared,
         verifications: Mutex::default(),
+        reported: Mutex::default(),
         conflicts: Mutex::default(),
         failures: Mutex::default(),
     });
@@ -304,6 +305,26 @@ async fn reconcile(rc: Arc<RegistryCredential>, ctx: Arc<Context>) -> Result<Act
     let started = Instant::now();
     let name = rc.name_any();
     let api = Api::<RegistryCredential>::all(ctx.client.clone());
+    // The cached object of a credential being deleted may be older than its finalizer's removal:
+    // a pass woken by a late event would tear down a second time, from caches that may no longer
+    // know the credential (nor so its source). Only a fresh read that still carries our finalizer
+    // on the same object starts a teardown.
+    let rc = if rc.metadata.deletion_timestamp.is_some() {
+        match api.get_opt(&name).await {
+            Ok(Some(fresh))
+                if fresh.uid() == rc.uid() && fresh.finalizers().iter().any(|f| f == FINALIZER) =>
+            {
+                Arc::new(fresh)
+            }
+            Ok(_) => {
+                debug!(credential = %name, "already torn down");
+                return Ok(Action::await_change());
+            }
+            Err(e) => return Err(Error::api("reading", "RegistryCredential", "", &name, e)),
+        }
+    } else {
+        rc
+    };
     let result = finalizer(&api, FINALIZER, rc, |event| async {
         match event {
             finalizer::Event::Apply(rc) => sync(&rc, &ctx).await,
@@ -403,7 +424,7 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
     };
 
     if rc.spec.suspend {
-        let view = ctx.view();
+        let view = ctx.view(rc);
         let synced = targets
             .iter()
             .filter(|ns| {
@@ -440,7 +461,7 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
             service_accounts: &rc.spec.service_accounts,
             targets: &targets,
         },
-        &ctx.view(),
+        &ctx.view(rc),
     );
     debug!(credential = %owner.name, targets = targets.len(), writes = plan.writes(), "planned");
     let outcome = Apply {
@@ -449,9 +470,11 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
         secret_name: &secret_name,
         data: &resolved.data,
         conflict_policy: rc.spec.conflict_policy,
+        source: &rc.spec.source,
     }
     .run(plan)
     .await;
+    report_unowned(ctx, rc, &outcome.unowned).await;
 
     if !outcome.adopted.is_empty() {
         publish(
@@ -469,8 +492,12 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
 
     let target_count = (targets.len() as u32).saturating_sub(outcome.terminating);
     let ready = outcome.failures.is_empty() && outcome.synced == target_count;
-    let only_conflicts =
-        !outcome.failures.is_empty() && outcome.failures.iter().all(|f| f.reason == "Conflict");
+    // Waiting for a human: same-name Secrets we may not touch.
+    let only_conflicts = !outcome.failures.is_empty()
+        && outcome
+            .failures
+            .iter()
+            .all(|f| f.reason == "Conflict" || f.reason == apply::NOT_OWNED);
     let (reason, message) = if ready {
         (
             "Synced".to_string(),
@@ -479,7 +506,16 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
     } else {
         let first = outcome.failures.first();
         let reason = if only_conflicts {
-            "Conflict".to_string()
+            let all_unowned = outcome
+                .failures
+                .iter()
+                .all(|f| f.reason == apply::NOT_OWNED);
+            if all_unowned {
+                apply::NOT_OWNED
+            } else {
+                "Conflict"
+            }
+            .to_string()
         } else {
             first
                 .map(|f| f.reason.clone())
@@ -507,7 +543,13 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
         synced: outcome.synced,
         patched_service_accounts: outcome.patched_service_accounts,
         source_version: ready.then(|| resolved.version.clone()),
-        failures: outcome.failures.clone(),
+        // Findings outside the targets are listed but do not make the targets fail.
+        failures: outcome
+            .failures
+            .iter()
+            .chain(&outcome.unowned)
+            .cloned()
+            .collect(),
         credentials: verification(ctx, rc, &resolved).await,
     };
     let mut reasons: BTreeMap<String, u32> = BTreeMap::new();
@@ -731,6 +773,21 @@ async fn write_status(ctx: &Context, rc: &RegistryCredential, report: Report) ->
     Ok(())
 }
 
+/// One Warning Event per Secret found carrying our labels without being ours, while it lasts.
+async fn report_unowned(ctx: &Context, rc: &RegistryCredential, unowned: &[Failure]) {
+    for finding in ctx.new_findings(&rc.name_any(), unowned) {
+        warn!(credential = %rc.name_any(), namespace = %finding.namespace, "{}", finding.message);
+        publish(
+            ctx,
+            rc,
+            EventType::Warning,
+            apply::NOT_OWNED,
+            finding.message.clone(),
+        )
+        .await;
+    }
+}
+
 async fn publish(
     ctx: &Context,
     rc: &RegistryCredential,
@@ -773,7 +830,7 @@ async fn teardown(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Erro
     let owner = owner_of(rc)?;
     // The last chance to remove our entries: plan from ServiceAccounts read just now in every
     // namespace where we left something, not from caches that may be a moment behind.
-    let view = ctx.view();
+    let view = ctx.view(rc);
     let mut namespaces: Vec<String> = view
         .secrets_of(&owner.name)
         .iter()
@@ -810,15 +867,39 @@ async fn teardown(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Erro
     };
     let plan = plan::teardown(&owner, rc.spec.deletion_policy, &view);
     let secret_name = rc.secret_name();
-    let failures = Apply {
+    let cleaned = Apply {
         ctx,
         owner: &owner,
         secret_name: &secret_name,
         data: &[],
         conflict_policy: rc.spec.conflict_policy,
+        source: &rc.spec.source,
     }
     .cleanups(plan.cleanups)
     .await;
+    // Left alone for good: they do not hold the deletion up.
+    let unowned: Vec<Failure> = cleaned
+        .unowned
+        .into_iter()
+        .chain(plan.unowned.iter().map(|s| {
+            let (ns, name) = (
+                s.metadata.namespace.as_deref().unwrap_or_default(),
+                s.metadata.name.as_deref().unwrap_or_default(),
+            );
+            Failure {
+                namespace: ns.into(),
+                reason: apply::NOT_OWNED.into(),
+                message: plan::not_owned(
+                    ns,
+                    name,
+                    &owner.name,
+                    "no controller ownerReference of this credential",
+                ),
+            }
+        }))
+        .collect();
+    report_unowned(ctx, rc, &unowned).await;
+    let failures = cleaned.failures;
     if let Some(first) = failures.first() {
         return Err(Error::Finalizer {
             name: owner.name.clone(),
@@ -830,6 +911,7 @@ async fn teardown(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Erro
         });
     }
     ctx.metrics.forget(&owner.name);
+    ctx.forget_findings(&owner.name);
     info!(credential = %owner.name, policy = ?rc.spec.deletion_policy, "cleaned up");
     Ok(Action::await_change())
 }

@@ -12,6 +12,7 @@ mod faults;
 mod foundation;
 mod lifecycle;
 mod operate;
+mod ownership;
 mod packaging;
 mod registry;
 mod registry_fixture;
