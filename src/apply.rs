@@ -70,6 +70,8 @@ pub enum TargetOutcome {
     Synced { service_accounts: u32 },
     /// The namespace is being deleted: skipped quietly.
     Terminating,
+    /// Written, but its `default` ServiceAccount is not in the cache yet.
+    AwaitingDefaultAccount,
     Failed {
         failure: Failure,
         service_accounts: u32,
@@ -81,6 +83,8 @@ pub enum TargetOutcome {
 pub struct Outcome {
     pub synced: u32,
     pub terminating: u32,
+    /// Namespaces whose `default` ServiceAccount has not reached the cache yet.
+    pub awaiting_default_account: u32,
     pub patched_service_accounts: u32,
     pub failures: Vec<Failure>,
     /// Secrets outside the targets that carry our labels without being ours: reported only.
@@ -117,6 +121,7 @@ impl Apply<'_> {
                     outcome.patched_service_accounts += service_accounts;
                 }
                 TargetOutcome::Terminating => outcome.terminating += 1,
+                TargetOutcome::AwaitingDefaultAccount => outcome.awaiting_default_account += 1,
                 TargetOutcome::Failed {
                     failure,
                     service_accounts,
@@ -193,6 +198,9 @@ impl Apply<'_> {
                 }
                 Err(e) => return (failed(Failure::from_error(&ns, &e)), adopted),
             }
+        }
+        if target.awaiting_default_account {
+            return (TargetOutcome::AwaitingDefaultAccount, adopted);
         }
         (
             TargetOutcome::Synced {

@@ -36,6 +36,8 @@ pub struct Settings {
     pub write_concurrency: usize,
     /// Label selector: only RegistryCredentials matching it are reconciled by this instance.
     pub credential_selector: Option<String>,
+    /// Evictions per minute per credential with `podRecovery: Evict`.
+    pub max_evictions_per_minute: u32,
 }
 
 /// The reflector stores the controller reads instead of the API.
@@ -99,6 +101,10 @@ pub struct Context {
     pub appeared: Arc<Appearances>,
     /// Last credential verification per credential: when, and of which source version.
     pub verifications: Mutex<HashMap<String, (Instant, String)>>,
+    /// The pod watch of `podRecovery`, running only while a credential has it on.
+    pub pods: crate::recovery::PodWatch,
+    pub evictions: crate::recovery::EvictionBudget,
+    pub reported_pods: crate::recovery::Reported,
     /// Findings already reported by an Event, per credential: (namespace, message).
     pub reported: Mutex<HashMap<String, std::collections::BTreeSet<(String, String)>>>,
 }

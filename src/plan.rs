@@ -276,6 +276,8 @@ pub struct TargetPlan {
     /// Selected ServiceAccounts that exist, and how many already list the Secret.
     pub selected_service_accounts: u32,
     pub listing_service_accounts: u32,
+    /// `default` is selected but not cached yet.
+    pub awaiting_default_account: bool,
 }
 
 /// Removal work in a namespace that is no longer (or no longer fully) ours: ServiceAccount edits
@@ -328,8 +330,7 @@ pub struct Desired<'a> {
     pub targets: &'a [String],
 }
 
-fn selected(patterns: &[String], sa: &ServiceAccount) -> bool {
-    let name = sa.metadata.name.as_deref().unwrap_or_default();
+fn selected(patterns: &[String], name: &str) -> bool {
     patterns.iter().any(|p| p == "*" || p == name)
 }
 
@@ -395,13 +396,23 @@ pub fn sync(desired: &Desired<'_>, view: &impl View) -> Plan {
             edits: Vec::new(),
             selected_service_accounts: 0,
             listing_service_accounts: 0,
+            awaiting_default_account: false,
         };
+        // Every namespace gets its `default` ServiceAccount moments after it appears; until the
+        // watch has delivered it, pods created there could miss the Secret, so the namespace
+        // is not in sync yet (the account's arrival wakes the credential).
+        target.awaiting_default_account = selected(desired.service_accounts, "default")
+            && !view
+                .service_accounts(ns)
+                .iter()
+                .any(|sa| sa.metadata.name.as_deref() == Some("default"));
         if !matches!(
             target.secret,
             SecretStep::Conflict { .. } | SecretStep::NotOwned { .. }
         ) {
             for sa in view.service_accounts(ns) {
-                let want = if selected(desired.service_accounts, &sa) {
+                let name = sa.metadata.name.as_deref().unwrap_or_default();
+                let want = if selected(desired.service_accounts, name) {
                     target.selected_service_accounts += 1;
                     if service_accounts::lists(&sa, desired.secret_name) {
                         target.listing_service_accounts += 1;
@@ -911,6 +922,32 @@ mod tests {
         );
         relabelled.metadata.owner_references = None;
         assert_eq!(ownership(&relabelled, &o), Ownership::Foreign);
+    }
+
+    #[test]
+    fn a_namespace_is_not_in_sync_before_its_default_service_account_is_seen() {
+        let view = FakeView {
+            sas: vec![sa("a", "builder", &[], None)],
+            ..Default::default()
+        };
+        let targets = strings(&["a"]);
+        for (patterns, awaiting) in [
+            (&["default"][..], true),
+            (&["*"], true),
+            (&["builder"], false),
+            (&[], false),
+        ] {
+            let sas = strings(patterns);
+            let plan = sync(&desired(&targets, &sas), &view);
+            assert_eq!(
+                plan.targets[0].awaiting_default_account, awaiting,
+                "{patterns:?}"
+            );
+            assert!(
+                matches!(plan.targets[0].secret, SecretStep::Create),
+                "the Secret is written meanwhile"
+            );
+        }
     }
 
     /// Labelled as our copy, without our controller ownerReference (a decoy, a source exported

@@ -14,6 +14,7 @@ mod lifecycle;
 mod operate;
 mod ownership;
 mod packaging;
+mod recovery;
 mod registry;
 mod registry_fixture;
 mod security;
