@@ -35,6 +35,8 @@ pub struct Settings {
     pub write_concurrency: usize,
     /// Label selector: only RegistryCredentials matching it are reconciled by this instance.
     pub credential_selector: Option<String>,
+    /// `spec.verify`: refuse Bearer token realms on another host than the registry.
+    pub forbid_cross_host_realms: bool,
 }
 
 /// The reflector stores the controller reads instead of the API.

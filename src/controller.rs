@@ -582,7 +582,7 @@ async fn verification(
         verify.ca_bundle.as_deref().map(str::as_bytes),
         Duration::from_secs(10),
     ) {
-        Ok(c) => c,
+        Ok(c) => c.forbid_cross_host_realms(ctx.settings.forbid_cross_host_realms),
         Err(e) => {
             return set(
                 false,
@@ -621,9 +621,17 @@ async fn verification(
     let outcomes = futures::future::join_all(checks).await;
     let failure = outcomes
         .iter()
-        .find(|(_, outcome)| !outcome.ok())
-        .map(|(host, outcome)| (outcome.reason(), outcome.describe(host)));
-    let checked: Vec<String> = outcomes.into_iter().map(|(host, _)| host).collect();
+        .find(|(_, checked)| !checked.outcome.ok())
+        .map(|(host, checked)| (checked.outcome.reason(), checked.describe(host)));
+    // A token service on another host than its registry is named: that is where the
+    // credentials went.
+    let checked: Vec<String> = outcomes
+        .into_iter()
+        .map(|(host, checked)| match checked.other_host_realm {
+            Some(realm) => format!("{host} (token service on another host: {realm})"),
+            None => host,
+        })
+        .collect();
     ctx.verifications
         .lock()
         .expect("verifications lock")

@@ -71,6 +71,10 @@ struct RunArgs {
     /// each with its own selector and lease, e.g. for a canary).
     #[arg(long, env = "REGCRED_SELECTOR")]
     selector: Option<String>,
+    /// `spec.verify`: never send credentials to a Bearer token realm on another host than the
+    /// registry (by default such a realm, like Docker Hub's auth.docker.io, is allowed and named).
+    #[arg(long, env = "REGCRED_FORBID_CROSS_HOST_REALMS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    forbid_cross_host_realms: bool,
 }
 
 #[derive(clap::Args)]
@@ -93,6 +97,10 @@ struct DoctorArgs {
     /// PEM file of extra CAs to trust for --check-registry.
     #[arg(long, requires = "check_registry")]
     ca_file: Option<std::path::PathBuf>,
+    /// With --check-registry: never send credentials to a Bearer token realm on another host than
+    /// the registry.
+    #[arg(long, requires = "check_registry")]
+    forbid_cross_host_realms: bool,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value = "text")]
     output: DoctorOutput,
@@ -137,7 +145,8 @@ async fn doctor(args: DoctorArgs) -> Result<bool, String> {
         };
         Some(
             Checker::new(ca.as_deref(), std::time::Duration::from_secs(10))
-                .map_err(|e| e.to_string())?,
+                .map_err(|e| e.to_string())?
+                .forbid_cross_host_realms(args.forbid_cross_host_realms),
         )
     } else {
         None
@@ -243,6 +252,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         source_namespaces,
         write_concurrency: args.write_concurrency,
         credential_selector: args.selector,
+        forbid_cross_host_realms: args.forbid_cross_host_realms,
     };
     let election = args.leader_election.then(|| Election {
         lease_name: args.lease_name,
