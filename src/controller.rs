@@ -427,6 +427,7 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
             failures: Vec::new(),
             source_version: None,
             credentials: CredentialsCondition::Keep,
+            key_warnings: Some(key_warnings(&resolved.registries)),
         };
         write_status(ctx, rc, report).await?;
         return Ok(Action::await_change());
@@ -509,6 +510,7 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
         source_version: ready.then(|| resolved.version.clone()),
         failures: outcome.failures.clone(),
         credentials: verification(ctx, rc, &resolved).await,
+        key_warnings: Some(key_warnings(&resolved.registries)),
     };
     let mut reasons: BTreeMap<String, u32> = BTreeMap::new();
     for f in &outcome.failures {
@@ -681,7 +683,21 @@ fn stalled_report(
             .unwrap_or_default(),
         source_version: None,
         credentials: CredentialsCondition::Keep,
+        key_warnings: None,
     }
+}
+
+/// Registry keys the kubelet will not match as written (`matching::unmatchable_key`), each
+/// redacted and with why. The copies still carry them: the config is valid, only unlikely to
+/// work as meant.
+fn key_warnings(registries: &[String]) -> Vec<String> {
+    registries
+        .iter()
+        .filter_map(|key| {
+            crate::matching::unmatchable_key(key)
+                .map(|why| format!("{:?}: {why}", crate::registry::redact_key(key)))
+        })
+        .collect()
 }
 
 /// Writes the status if it changed, and emits an Event when the Ready reason changes (or, for a
@@ -727,6 +743,27 @@ async fn write_status(ctx: &Context, rc: &RegistryCredential, report: Report) ->
             };
             publish(ctx, rc, type_, event_reason, message.clone()).await;
         }
+    }
+    let old_keys = old.and_then(|s| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == status::UNMATCHABLE_KEYS)
+    });
+    let new_keys = new
+        .conditions
+        .iter()
+        .find(|c| c.type_ == status::UNMATCHABLE_KEYS);
+    if let Some(c) = new_keys
+        && old_keys.is_none_or(|o| o.message != c.message)
+    {
+        publish(
+            ctx,
+            rc,
+            EventType::Warning,
+            "UnmatchableRegistryKey",
+            c.message.clone(),
+        )
+        .await;
     }
     if transition && !(report.reason == "Progressing" && old_ready.is_none()) {
         let type_ = if report.ready {

@@ -35,6 +35,36 @@ pub struct Report {
     pub source_version: Option<String>,
     /// The `CredentialsValid` condition.
     pub credentials: CredentialsCondition,
+    /// Registry keys of the source the kubelet will not match as written, each with why
+    /// (`UnmatchableRegistryKeys`); `None` keeps the previous condition (source not read).
+    pub key_warnings: Option<Vec<String>>,
+}
+
+/// Condition present while the source has registry keys the kubelet will not match as written.
+pub const UNMATCHABLE_KEYS: &str = "UnmatchableRegistryKeys";
+
+/// At most this many keys are named in the `UnmatchableRegistryKeys` message.
+const MAX_KEY_WARNINGS: usize = 5;
+
+/// The message of the `UnmatchableRegistryKeys` condition, `None` when every key is fine.
+pub fn key_warnings_message(warnings: &[String]) -> Option<String> {
+    let (first, more) = match warnings.len() {
+        0 => return None,
+        n => (
+            &warnings[..n.min(MAX_KEY_WARNINGS)],
+            n.saturating_sub(MAX_KEY_WARNINGS),
+        ),
+    };
+    let mut message = format!(
+        "the kubelet will not match {} registry key{} as written: {}",
+        warnings.len(),
+        if warnings.len() == 1 { "" } else { "s" },
+        first.join("; ")
+    );
+    if more > 0 {
+        message.push_str(&format!("; and {more} more"));
+    }
+    Some(message)
 }
 
 /// What to do with the `CredentialsValid` condition in this status.
@@ -137,6 +167,28 @@ pub fn build(
         }
         CredentialsCondition::Off => {}
     }
+    // Abnormal-true (kstatus): present only while some key is unmatchable.
+    match &report.key_warnings {
+        Some(warnings) => {
+            if let Some(message) = key_warnings_message(warnings) {
+                conditions.push(condition(
+                    UNMATCHABLE_KEYS,
+                    true,
+                    "UnmatchableRegistryKey",
+                    &message,
+                    generation,
+                    old_conditions,
+                    &now,
+                ));
+            }
+        }
+        None => conditions.extend(
+            old_conditions
+                .iter()
+                .filter(|c| c.type_ == UNMATCHABLE_KEYS)
+                .cloned(),
+        ),
+    }
     let mut failures: Vec<NamespaceFailure> = report
         .failures
         .iter()
@@ -191,6 +243,7 @@ mod tests {
             failures: vec![],
             source_version: Some("42".into()),
             credentials: CredentialsCondition::Off,
+            key_warnings: Some(vec![]),
         }
     }
 
