@@ -90,37 +90,26 @@ async fn wait_policies_enforced(operator: &Client, ns: &str) {
     .await;
 }
 
+/// Both policies are installed by `deploy/`, fail closed, and match the operator's
+/// ServiceAccount only. (Whether their expressions hold is what the tests below show: the test
+/// cluster runs no policy status controller to type-check them.)
 #[tokio::test]
-async fn the_admission_policies_are_installed_and_type_check_cleanly() {
+async fn the_admission_policies_are_installed_and_fail_closed() {
     let admin = admin().await;
     let api: Api<ValidatingAdmissionPolicy> = Api::all(admin);
     for name in [SECRETS_POLICY, SA_POLICY] {
-        let policy = wait_for(&format!("{name} to be type-checked"), TIMEOUT, || async {
-            let p = api.get(name).await.map_err(|e| e.to_string())?;
-            let checked = p.status.as_ref().and_then(|s| s.observed_generation);
-            if checked.is_some() && checked == p.metadata.generation {
-                Ok(p)
-            } else {
-                Err(format!("status {:?}", p.status))
-            }
-        })
-        .await;
+        let policy = api
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let spec = policy.spec.as_ref().expect("spec");
         assert_eq!(spec.failure_policy.as_deref(), Some("Fail"), "{name}");
-        let warnings: Vec<_> = policy
-            .status
-            .iter()
-            .filter_map(|s| s.type_checking.as_ref())
-            .flat_map(|t| t.expression_warnings.iter().flatten())
-            .map(|w| format!("{}: {}", w.field_ref, w.warning))
-            .collect();
-        assert!(warnings.is_empty(), "{name}: {warnings:#?}");
-        let conditions = spec.match_conditions.iter().flatten();
-        assert!(
-            conditions
-                .map(|c| &c.expression)
-                .any(|e| e.contains(&format!("'{OPERATOR_USER}'"))),
-            "{name} matches the operator's ServiceAccount"
+        let conditions: Vec<_> = spec.match_conditions.iter().flatten().collect();
+        assert_eq!(conditions.len(), 1, "{name}");
+        assert_eq!(
+            conditions[0].expression,
+            format!("request.userInfo.username == '{OPERATOR_USER}'"),
+            "{name} matches the operator's ServiceAccount only"
         );
     }
 }
