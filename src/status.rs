@@ -248,6 +248,46 @@ mod tests {
     }
 
     #[test]
+    fn unmatchable_keys_condition_is_stable_kept_and_cleared() {
+        let mut odd = report(true, "Synced", 3);
+        odd.key_warnings = Some(vec![
+            r#""R.io": its host has upper-case letters"#.into(),
+            r#""r.io/v1": the kubelet keeps /v1"#.into(),
+        ]);
+        let first = build(None, Some(1), &odd);
+        let c = first
+            .conditions
+            .iter()
+            .find(|c| c.type_ == UNMATCHABLE_KEYS)
+            .expect("condition");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "UnmatchableRegistryKey")
+        );
+        assert!(
+            c.message
+                .starts_with("the kubelet will not match 2 registry keys as written")
+        );
+        // The same finding: an equal status (no write); not read this pass: kept.
+        assert_eq!(build(Some(&first), Some(1), &odd), first);
+        let mut unread = odd.clone();
+        unread.key_warnings = None;
+        assert_eq!(build(Some(&first), Some(1), &unread), first);
+        // Fixed: gone.
+        let fixed = build(Some(&first), Some(1), &report(true, "Synced", 3));
+        assert!(fixed.conditions.iter().all(|c| c.type_ != UNMATCHABLE_KEYS));
+        // Many keys: the message names five and counts the rest.
+        let many: Vec<String> = (0..8).map(|i| format!("key{i}")).collect();
+        let message = key_warnings_message(&many).unwrap();
+        assert!(
+            message.contains("key4")
+                && !message.contains("key5")
+                && message.ends_with("and 3 more")
+        );
+        assert_eq!(key_warnings_message(&[]), None);
+    }
+
+    #[test]
     fn same_report_builds_an_equal_status() {
         let first = build(None, Some(1), &report(true, "Synced", 3));
         let second = build(Some(&first), Some(1), &report(true, "Synced", 3));
