@@ -9,7 +9,8 @@
 //! ([`judge_realm`]): https only (plain http to loopback only), never a link-local or cloud
 //! metadata address, never a private or loopback address for a registry that is not on one
 //! itself (every resolved address counts); a realm on another host than the registry is allowed
-//! but named, unless cross-host realms are forbidden.
+//! but named, unless cross-host realms are forbidden. The token request connects only to the
+//! addresses that were vetted ([`Pinned`]).
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
@@ -29,6 +30,36 @@ use serde::Serialize;
 use crate::dockerconfig::Credentials;
 
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
+/// A connector that reaches only the addresses a realm was vetted with.
+type PinnedHttps = hyper_rustls::HttpsConnector<HttpConnector<Pinned>>;
+
+/// A resolver answering with the addresses vetted for a token realm, whatever DNS says now: the
+/// credentials go where the check looked, not where a second lookup (DNS rebinding) points.
+#[derive(Clone)]
+struct Pinned(Arc<Vec<IpAddr>>);
+
+impl tower_service::Service<hyper_util::client::legacy::connect::dns::Name> for Pinned {
+    type Response = std::vec::IntoIter<std::net::SocketAddr>;
+    type Error = std::io::Error;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: hyper_util::client::legacy::connect::dns::Name) -> Self::Future {
+        // Port 0: the connector puts the URL's port in.
+        let addresses: Vec<_> = self
+            .0
+            .iter()
+            .map(|ip| std::net::SocketAddr::new(*ip, 0))
+            .collect();
+        std::future::ready(Ok(addresses.into_iter()))
+    }
+}
 
 /// How a registry answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -119,6 +150,7 @@ pub enum CheckerError {
 #[derive(Clone)]
 pub struct Checker {
     client: Client<Https, Empty<Bytes>>,
+    tls: Arc<rustls::ClientConfig>,
     timeout: Duration,
     forbid_cross_host_realms: bool,
 }
@@ -150,12 +182,13 @@ impl Checker {
             .with_root_certificates(roots)
             .with_no_client_auth();
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
+            .with_tls_config(tls.clone())
             .https_or_http()
             .enable_http1()
             .build();
         Ok(Self {
             client: Client::builder(TokioExecutor::new()).build(https),
+            tls: Arc::new(tls),
             timeout,
             forbid_cross_host_realms: false,
         })
@@ -198,7 +231,7 @@ impl Checker {
         other_host_realm: &mut Option<String>,
     ) -> Outcome {
         let url = format!("{base}/v2/");
-        let (status, challenge, _) = match self.get(&url, None).await {
+        let (status, challenge, _) = match get(&self.client, &url, None).await {
             Ok(r) => r,
             Err(o) => return o,
         };
@@ -227,10 +260,13 @@ impl Checker {
                 else {
                     return Outcome::Unexpected("Bearer challenge without a realm".into());
                 };
-                match self.vet_realm(base, &realm).await {
-                    Ok(vetted) => *other_host_realm = vetted,
+                let pinned = match self.vet_realm(base, &realm).await {
+                    Ok((other_host, addresses)) => {
+                        *other_host_realm = other_host;
+                        self.pinned_client(addresses)
+                    }
                     Err(refused) => return refused,
-                }
+                };
                 let query: Vec<String> = params
                     .iter()
                     .filter(|(k, _)| k == "service" || k == "scope")
@@ -242,7 +278,7 @@ impl Checker {
                 } else {
                     format!("{realm}{sep}{}", query.join("&"))
                 };
-                let (status, _, body) = match self.get(&token_url, Some(&basic)).await {
+                let (status, _, body) = match get(&pinned, &token_url, Some(&basic)).await {
                     Ok(r) => r,
                     Err(o) => return o,
                 };
@@ -269,7 +305,7 @@ impl Checker {
                 return Outcome::Unexpected(format!("unsupported authentication scheme {other:?}"));
             }
         };
-        match self.get(&url, Some(&authorization)).await {
+        match get(&self.client, &url, Some(&authorization)).await {
             Ok((status, _, _)) if status.is_success() => Outcome::Authenticated,
             Ok((status, _, _))
                 if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN =>
@@ -281,33 +317,48 @@ impl Checker {
         }
     }
 
-    async fn get(
-        &self,
-        url: &str,
-        authorization: Option<&str>,
-    ) -> Result<(StatusCode, Option<String>, Bytes), Outcome> {
-        let mut req = Request::get(url);
-        if let Some(auth) = authorization {
-            req = req.header(AUTHORIZATION, auth);
-        }
-        let req = req
-            .body(Empty::new())
-            .map_err(|e| Outcome::Unexpected(format!("invalid URL: {e}")))?;
-        let resp = self.client.request(req).await.map_err(|e| classify(&e))?;
-        let status = resp.status();
-        let challenge = resp
-            .headers()
-            .get(WWW_AUTHENTICATE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        Ok((status, challenge, body))
+    /// A client whose connections reach only `addresses` (see [`Pinned`]).
+    fn pinned_client(&self, addresses: Vec<IpAddr>) -> Client<PinnedHttps, Empty<Bytes>> {
+        let mut http = HttpConnector::new_with_resolver(Pinned(Arc::new(addresses)));
+        http.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*self.tls).clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        Client::builder(TokioExecutor::new()).build(https)
     }
+}
+
+async fn get<C>(
+    client: &Client<C, Empty<Bytes>>,
+    url: &str,
+    authorization: Option<&str>,
+) -> Result<(StatusCode, Option<String>, Bytes), Outcome>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    let mut req = Request::get(url);
+    if let Some(auth) = authorization {
+        req = req.header(AUTHORIZATION, auth);
+    }
+    let req = req
+        .body(Empty::new())
+        .map_err(|e| Outcome::Unexpected(format!("invalid URL: {e}")))?;
+    let resp = client.request(req).await.map_err(|e| classify(&e))?;
+    let status = resp.status();
+    let challenge = resp
+        .headers()
+        .get(WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    Ok((status, challenge, body))
 }
 
 /// Where a token realm is, as far as [`judge_realm`] needs to know.
@@ -437,8 +488,13 @@ async fn resolve(host: &str, port: u16) -> Result<Vec<IpAddr>, String> {
 }
 
 impl Checker {
-    /// Vets the realm a registry at `base` named. `Ok(Some(origin))` when it is on another host.
-    async fn vet_realm(&self, base: &str, realm: &str) -> Result<Option<String>, Outcome> {
+    /// Vets the realm a registry at `base` named: its origin when it is on another host, and the
+    /// addresses the token request may connect to.
+    async fn vet_realm(
+        &self,
+        base: &str,
+        realm: &str,
+    ) -> Result<(Option<String>, Vec<IpAddr>), Outcome> {
         let refuse = |origin: &str, why: String| {
             Outcome::RealmRefused(format!("the token realm {origin} is refused: {why}"))
         };
@@ -464,7 +520,7 @@ impl Checker {
         })
         .map_err(|why| refuse(&shown, why))?;
         if host == registry_host {
-            return Ok(None);
+            return Ok((None, addresses));
         }
         if self.forbid_cross_host_realms {
             return Err(refuse(
@@ -475,7 +531,7 @@ impl Checker {
                 ),
             ));
         }
-        Ok(Some(shown))
+        Ok((Some(shown), addresses))
     }
 }
 
@@ -825,6 +881,27 @@ mod tests {
             seen.lock().unwrap().is_empty(),
             "nothing reached the realm: {seen:?}"
         );
+    }
+
+    /// The token request connects to the addresses that were vetted, not to whatever a second
+    /// lookup of the name would give (DNS rebinding): here the name resolves to nothing at all.
+    #[tokio::test]
+    async fn the_token_request_goes_to_the_vetted_addresses_only() {
+        let (addr, seen) = recording_listener().await;
+        let checker = Checker::new(None, Duration::from_secs(5)).unwrap();
+        let pinned = checker.pinned_client(vec![addr.ip()]);
+        let url = format!("http://rebound.invalid:{}/token", addr.port());
+        let (status, _, _) = get(&pinned, &url, Some("Basic eA==")).await.unwrap();
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            seen.lock().unwrap().as_slice(),
+            [Some("Basic eA==".to_string())]
+        );
+        // The ordinary client resolves the name, and fails.
+        assert!(matches!(
+            get(&checker.client, &url, None).await,
+            Err(Outcome::Dns(_) | Outcome::Unreachable(_))
+        ));
     }
 
     fn ips(list: &[&str]) -> Vec<IpAddr> {
