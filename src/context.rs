@@ -38,6 +38,8 @@ pub struct Settings {
     pub credential_selector: Option<String>,
     /// Evictions per minute per credential with `podRecovery: Evict`.
     pub max_evictions_per_minute: u32,
+    /// `spec.verify`: refuse Bearer token realms on another host than the registry.
+    pub forbid_cross_host_realms: bool,
 }
 
 /// The reflector stores the controller reads instead of the API.

@@ -491,6 +491,7 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
             source_version: None,
             credentials: CredentialsCondition::Keep,
             pods_awaiting_recovery: None,
+            key_warnings: Some(key_warnings(&resolved.registries)),
         };
         write_status(ctx, rc, report).await?;
         return Ok(Action::await_change());
@@ -601,6 +602,7 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
             .collect(),
         credentials: verification(ctx, rc, &resolved).await,
         pods_awaiting_recovery: recovered.awaiting,
+        key_warnings: Some(key_warnings(&resolved.registries)),
     };
     let mut reasons: BTreeMap<String, u32> = BTreeMap::new();
     for f in &outcome.failures {
@@ -860,7 +862,7 @@ async fn verification(
         verify.ca_bundle.as_deref().map(str::as_bytes),
         Duration::from_secs(10),
     ) {
-        Ok(c) => c,
+        Ok(c) => c.forbid_cross_host_realms(ctx.settings.forbid_cross_host_realms),
         Err(e) => {
             return set(
                 false,
@@ -899,9 +901,17 @@ async fn verification(
     let outcomes = futures::future::join_all(checks).await;
     let failure = outcomes
         .iter()
-        .find(|(_, outcome)| !outcome.ok())
-        .map(|(host, outcome)| (outcome.reason(), outcome.describe(host)));
-    let checked: Vec<String> = outcomes.into_iter().map(|(host, _)| host).collect();
+        .find(|(_, checked)| !checked.outcome.ok())
+        .map(|(host, checked)| (checked.outcome.reason(), checked.describe(host)));
+    // A token service on another host than its registry is named: that is where the
+    // credentials went.
+    let checked: Vec<String> = outcomes
+        .into_iter()
+        .map(|(host, checked)| match checked.other_host_realm {
+            Some(realm) => format!("{host} (token service on another host: {realm})"),
+            None => host,
+        })
+        .collect();
     ctx.verifications
         .lock()
         .expect("verifications lock")
@@ -952,7 +962,21 @@ fn stalled_report(
         source_version: None,
         credentials: CredentialsCondition::Keep,
         pods_awaiting_recovery: None,
+        key_warnings: None,
     }
+}
+
+/// Registry keys the kubelet will not match as written (`matching::unmatchable_key`), each
+/// redacted and with why. The copies still carry them: the config is valid, only unlikely to
+/// work as meant.
+fn key_warnings(registries: &[String]) -> Vec<String> {
+    registries
+        .iter()
+        .filter_map(|key| {
+            crate::matching::unmatchable_key(key)
+                .map(|why| format!("{:?}: {why}", crate::registry::redact_key(key)))
+        })
+        .collect()
 }
 
 /// Writes the status if it changed, and emits an Event when the Ready reason changes (or, for a
@@ -998,6 +1022,27 @@ async fn write_status(ctx: &Context, rc: &RegistryCredential, report: Report) ->
             };
             publish(ctx, rc, type_, event_reason, message.clone()).await;
         }
+    }
+    let old_keys = old.and_then(|s| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == status::UNMATCHABLE_KEYS)
+    });
+    let new_keys = new
+        .conditions
+        .iter()
+        .find(|c| c.type_ == status::UNMATCHABLE_KEYS);
+    if let Some(c) = new_keys
+        && old_keys.is_none_or(|o| o.message != c.message)
+    {
+        publish(
+            ctx,
+            rc,
+            EventType::Warning,
+            "UnmatchableRegistryKey",
+            c.message.clone(),
+        )
+        .await;
     }
     if transition && !(report.reason == "Progressing" && old_ready.is_none()) {
         let type_ = if report.ready {

@@ -84,6 +84,9 @@ pub struct RegistryReport {
     pub registry: String,
     #[serde(flatten)]
     pub outcome: Outcome,
+    /// The registry's token service, when it is on another host: the credentials went there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other_host_realm: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -498,18 +501,21 @@ pub async fn diagnose(
             };
             match config.and_then(|c| c.credentials(raw_key)) {
                 Some(credentials) => {
-                    let outcome = checker.check(&registry, &credentials).await;
+                    let checked = checker.check(&registry, &credentials).await;
+                    let outcome = checked.outcome.clone();
                     if !outcome.ok() {
                         report.problems.push(problem(
                             match outcome {
                                 Outcome::Refused(_) => "RegistryRefused",
                                 Outcome::Tls(_) => "RegistryTLS",
+                                Outcome::RealmRefused(_) => "RegistryRealmRefused",
                                 _ => "RegistryUnreachable",
                             },
-                            outcome.describe(&registry),
+                            checked.describe(&registry),
                             match outcome {
                                 Outcome::Refused(_) => "rotate the credentials in the source of the pull secret".to_string(),
                                 Outcome::Tls(_) => "trust the registry's CA (containerd/CRI-O registry config on the nodes; --ca-file here)".to_string(),
+                                Outcome::RealmRefused(_) => "the registry's Bearer challenge points somewhere credentials must not go: check that this is the registry you mean (nothing was sent there)".to_string(),
                                 _ => "check the registry address and the network path from the nodes".to_string(),
                             },
                         ));
@@ -518,6 +524,7 @@ pub async fn diagnose(
                         secret: secret.clone(),
                         registry,
                         outcome,
+                        other_host_realm: checked.other_host_realm,
                     });
                 }
                 None => report.registry_checks.push(RegistryReport {
@@ -526,6 +533,7 @@ pub async fn diagnose(
                     outcome: Outcome::Unexpected(
                         "the entry holds a token, not a user name and password: not checked".into(),
                     ),
+                    other_host_realm: None,
                 }),
             }
         }
@@ -673,7 +681,11 @@ pub fn render_text(r: &Report) -> String {
             let _ = writeln!(
                 out,
                 "    registry check: {}",
-                c.outcome.describe(&c.registry)
+                crate::registry_check::Checked {
+                    outcome: c.outcome.clone(),
+                    other_host_realm: c.other_host_realm.clone(),
+                }
+                .describe(&c.registry)
             );
         }
         for p in &i.problems {

@@ -75,6 +75,10 @@ struct RunArgs {
     /// RegistryCredential.
     #[arg(long, env = "REGCRED_MAX_EVICTIONS_PER_MINUTE", default_value_t = 10)]
     max_evictions_per_minute: u32,
+    /// `spec.verify`: never send credentials to a Bearer token realm on another host than the
+    /// registry (by default such a realm, like Docker Hub's auth.docker.io, is allowed and named).
+    #[arg(long, env = "REGCRED_FORBID_CROSS_HOST_REALMS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    forbid_cross_host_realms: bool,
 }
 
 #[derive(clap::Args)]
@@ -97,6 +101,10 @@ struct DoctorArgs {
     /// PEM file of extra CAs to trust for --check-registry.
     #[arg(long, requires = "check_registry")]
     ca_file: Option<std::path::PathBuf>,
+    /// With --check-registry: never send credentials to a Bearer token realm on another host than
+    /// the registry.
+    #[arg(long, requires = "check_registry")]
+    forbid_cross_host_realms: bool,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value = "text")]
     output: DoctorOutput,
@@ -141,7 +149,8 @@ async fn doctor(args: DoctorArgs) -> Result<bool, String> {
         };
         Some(
             Checker::new(ca.as_deref(), std::time::Duration::from_secs(10))
-                .map_err(|e| e.to_string())?,
+                .map_err(|e| e.to_string())?
+                .forbid_cross_host_realms(args.forbid_cross_host_realms),
         )
     } else {
         None
@@ -248,6 +257,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         write_concurrency: args.write_concurrency,
         credential_selector: args.selector,
         max_evictions_per_minute: args.max_evictions_per_minute,
+        forbid_cross_host_realms: args.forbid_cross_host_realms,
     };
     let election = args.leader_election.then(|| Election {
         lease_name: args.lease_name,

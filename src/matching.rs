@@ -529,6 +529,18 @@ fn read_key(raw: &str) -> Result<KubeletKey, String> {
     if raw != raw.trim() {
         return Err("it has leading or trailing whitespace, which the kubelet does not trim (so it skips the key or reads the whitespace as part of the host or path)".to_owned());
     }
+    // Go cuts the fragment and the query off before it looks for user information, so in
+    // `u:123?x@r.io` it reads the host `u` and the port `123`: parts of a user name and password.
+    // Such a key never matches the registry after the '@', and nothing read from it may be shown.
+    let after_scheme = raw
+        .strip_prefix("https://")
+        .or_else(|| raw.strip_prefix("http://"))
+        .unwrap_or(raw);
+    if let Some(cut) = after_scheme.find(['?', '#'])
+        && after_scheme[cut..].contains('@')
+    {
+        return Err("it has an '@' after a '?' or '#', which the kubelet drops together with everything after it, so it reads the text before the '?' or '#' as the host; it never matches the registry after the '@' (if the '@' ends a user name and password, write the key without them)".to_owned());
+    }
     let url = if raw.starts_with("https://") || raw.starts_with("http://") {
         parse_go_url(raw)
     } else {
@@ -567,6 +579,59 @@ fn read_key(raw: &str) -> Result<KubeletKey, String> {
         host: again.host,
         path: again.path,
     })
+}
+
+/// Why the kubelet will not match a registry key as its writer most likely meant, by the
+/// kubelet's own reading of it; `None` for a key it uses as written. The message never quotes
+/// the key (callers show it through `registry::redact_key`).
+///
+/// The operator accepts such keys (the config is still a valid config) and reports them: a host
+/// with upper-case letters (hosts are compared case-sensitively, image references name them in
+/// lower case), `host/v1` or `host/v2` without a trailing `/` (kept as a repository path), a path
+/// ending in `/` or with an empty segment (never the repository itself), the port `:443` (ports
+/// are compared as strings, and images name no port), and keys the kubelet cannot read at all.
+pub fn unmatchable_key(raw: &str) -> Option<String> {
+    let key = match read_key(raw) {
+        Ok(key) => key,
+        Err(why) => return Some(why),
+    };
+    let (host, port) = split_host_port(&key.host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Some(format!(
+            "its host has upper-case letters: the kubelet compares hosts case-sensitively and images name registries in lower case, so it does not match images on {}",
+            quote(&key.host.to_ascii_lowercase())
+        ));
+    }
+    if port == "443" {
+        return Some(format!(
+            "its port :443 is compared as written: images on {} (no port) do not match it; write the key without the port",
+            quote(host)
+        ));
+    }
+    if key.path == "/v1" || key.path == "/v2" {
+        return Some(format!(
+            "the kubelet keeps {} (no '/' after it) as a repository path, so it matches only images below {}; write {} or {}",
+            quote(&key.path),
+            quote(&key.index_key),
+            quote(&key.host),
+            quote(&format!("{}{}/", key.host, key.path))
+        ));
+    }
+    if key.path.contains("//") {
+        return Some(
+            "its path has an empty segment ('//'), which no image path has, so it never matches"
+                .to_owned(),
+        );
+    }
+    if key.path.len() > 1 && key.path.ends_with('/') {
+        let repository = key.index_key.trim_end_matches('/');
+        return Some(format!(
+            "its path ends with '/': the kubelet matches it only against images below {}, never the image {} itself; drop the trailing '/' to match both",
+            quote(&format!("{repository}/")),
+            quote(repository)
+        ));
+    }
+    None
 }
 
 /// Go's `url.Parse` for a URL that starts with `http://` or `https://`, as far
@@ -2997,5 +3062,111 @@ mod proptests {
             let shown = format!("{e:?} {} {}", e.verdict, serde_json::to_string(e).unwrap());
             prop_assert!(!shown.contains(&secret), "{:?}: {}", key, shown);
         }
+
+        /// A user name and password read as a URL (with or without a scheme; the password cut
+        /// by a '?', '#' or '/', so that the kubelet reads `user:digits` as host and port) never
+        /// show: not the user name as a host, not the digits as a port.
+        #[test]
+        fn prop_userinfo_read_as_url_never_shows_fragments(
+            w in written(),
+            scheme in prop_oneof![Just(""), Just("https://"), Just("http://")],
+            // "Zq" is in no message nor registry, so only the key can show it.
+            user in "Zq[a-z]{0,4}",
+            // Three digits or more: no message has such a number.
+            digits in "[1-9][0-9]{2,4}",
+            cut in prop_oneof![Just('?'), Just('#'), Just('/')],
+            rest in "[a-zA-Z0-9?#/:._~!$&*+=-]{0,6}",
+            path in "(/[a-z]{1,3}){0,2}/?",
+        ) {
+            let image = ImageRef::parse(&w.text).unwrap();
+            let key = format!("{scheme}{user}:{digits}{cut}{rest}@{}{path}", image.registry);
+            let evaluations = evaluate([key.as_str()], &image);
+            let e = &evaluations[0];
+            let shown = format!(
+                "{e:?} {} {} {:?}",
+                e.verdict,
+                serde_json::to_string(e).unwrap(),
+                unmatchable_key(&key)
+            );
+            prop_assert!(!shown.contains("Zq"), "{:?}: {}", key, shown);
+            prop_assert!(!shown.contains(&digits), "{:?}: {}", key, shown);
+            prop_assert!(!e.verdict.is_match(), "{:?}", key);
+        }
+
+        /// Keys as the kubelet writes them are never reported; the odd forms always are.
+        #[test]
+        fn prop_unmatchable_keys(w in written(), upper in any::<prop::sample::Index>()) {
+            let image = ImageRef::parse(&w.text).unwrap();
+            // An upper-case registry matches a key written the same way, but images name
+            // registries in lower case: the rule reports every upper-case host.
+            prop_assume!(registry_usable_as_key(&image) && !image.registry.starts_with('['));
+            prop_assume!(image.registry == image.registry.to_ascii_lowercase());
+            let registry = &image.registry;
+            for key in [
+                registry.clone(),
+                format!("https://{registry}"),
+                format!("https://{registry}/v1/"),
+                format!("{registry}/v2/"),
+                format!("{registry}/"),
+                format!("{registry}/{}", image.repository),
+            ] {
+                prop_assert_eq!(unmatchable_key(&key), None, "{:?}", key);
+            }
+            let (host, port) = split_host_port(registry);
+            let mut chars: Vec<char> = host.chars().collect();
+            let letters: Vec<usize> = (0..chars.len()).filter(|&i| chars[i].is_ascii_lowercase()).collect();
+            if !letters.is_empty() {
+                let i = letters[upper.index(letters.len())];
+                chars[i] = chars[i].to_ascii_uppercase();
+                let shouting: String = chars.into_iter().collect();
+                let key = if port.is_empty() { shouting } else { format!("{shouting}:{port}") };
+                prop_assert!(unmatchable_key(&key).is_some(), "{:?}", key);
+            }
+            for key in [
+                format!("{registry}/v1"),
+                format!("https://{registry}/v2"),
+                format!("{registry}/{}/", image.repository),
+                format!("{registry}//{}", image.repository),
+            ] {
+                prop_assert!(unmatchable_key(&key).is_some(), "{:?}", key);
+            }
+            if port.is_empty() {
+                let key = format!("{host}:443");
+                prop_assert!(unmatchable_key(&key).is_some(), "{:?}", key);
+            }
+        }
+    }
+
+    #[test]
+    fn a_password_cut_by_a_question_mark_is_not_shown_as_a_port() {
+        let image = ImageRef::parse("r.io/app").unwrap();
+        let e = &evaluate(["u:123?x@r.io"], &image)[0];
+        let shown = format!("{e:?} {}", e.verdict);
+        assert!(!shown.contains("123") && e.kubelet_key.is_none(), "{shown}");
+        assert!(unmatchable_key("u:123?x@r.io").is_some());
+    }
+
+    #[test]
+    fn unmatchable_key_messages() {
+        assert_eq!(unmatchable_key("r.io"), None);
+        assert_eq!(unmatchable_key("https://index.docker.io/v1/"), None);
+        assert_eq!(unmatchable_key("r.io/team"), None);
+        assert!(
+            unmatchable_key("Registry.example.com")
+                .unwrap()
+                .ends_with("images on registry.example.com")
+        );
+        assert!(
+            unmatchable_key("r.io/v1")
+                .unwrap()
+                .ends_with("write r.io or r.io/v1/")
+        );
+        assert!(
+            unmatchable_key("r.io/team/app/")
+                .unwrap()
+                .contains("never the image r.io/team/app itself")
+        );
+        assert!(unmatchable_key("r.io:443").unwrap().contains(":443"));
+        assert!(unmatchable_key("r.io//app").is_some());
     }
 }

@@ -3,8 +3,16 @@
 //!
 //! Outcomes are classified for people (authenticated, refused, unreachable, DNS, TLS, timeout);
 //! nothing here ever prints the credentials or the token.
+//!
+//! A Bearer challenge names where the credentials are to be sent, so a hostile or compromised
+//! registry could name any address. Before anything is sent to a token realm it is vetted
+//! ([`judge_realm`]): https only (plain http to loopback only), never a link-local or cloud
+//! metadata address, never a private or loopback address for a registry that is not on one
+//! itself (every resolved address counts); a realm on another host than the registry is allowed
+//! but named, unless cross-host realms are forbidden. The token request connects only to the
+//! addresses that were vetted ([`Pinned`]).
 
-use std::{sync::Arc, time::Duration};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use base64::Engine;
 use http_body_util::{BodyExt, Empty};
@@ -22,6 +30,36 @@ use serde::Serialize;
 use crate::dockerconfig::Credentials;
 
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
+/// A connector that reaches only the addresses a realm was vetted with.
+type PinnedHttps = hyper_rustls::HttpsConnector<HttpConnector<Pinned>>;
+
+/// A resolver answering with the addresses vetted for a token realm, whatever DNS says now: the
+/// credentials go where the check looked, not where a second lookup (DNS rebinding) points.
+#[derive(Clone)]
+struct Pinned(Arc<Vec<IpAddr>>);
+
+impl tower_service::Service<hyper_util::client::legacy::connect::dns::Name> for Pinned {
+    type Response = std::vec::IntoIter<std::net::SocketAddr>;
+    type Error = std::io::Error;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: hyper_util::client::legacy::connect::dns::Name) -> Self::Future {
+        // Port 0: the connector puts the URL's port in.
+        let addresses: Vec<_> = self
+            .0
+            .iter()
+            .map(|ip| std::net::SocketAddr::new(*ip, 0))
+            .collect();
+        std::future::ready(Ok(addresses.into_iter()))
+    }
+}
 
 /// How a registry answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -38,6 +76,9 @@ pub enum Outcome {
     Tls(String),
     Timeout,
     Unexpected(String),
+    /// The registry's Bearer challenge named a token realm that credentials may not go to;
+    /// nothing was sent there.
+    RealmRefused(String),
 }
 
 impl Outcome {
@@ -56,6 +97,7 @@ impl Outcome {
             Outcome::Tls(_) => "TLSError",
             Outcome::Timeout => "Timeout",
             Outcome::Unexpected(_) => "UnexpectedResponse",
+            Outcome::RealmRefused(_) => "RealmRefused",
         }
     }
 
@@ -69,6 +111,29 @@ impl Outcome {
             Outcome::Tls(why) => format!("TLS with {registry} failed: {why}"),
             Outcome::Timeout => format!("{registry} did not answer in time"),
             Outcome::Unexpected(why) => format!("{registry} answered unexpectedly: {why}"),
+            Outcome::RealmRefused(why) => {
+                format!("{registry}: credentials not sent to its token service: {why}")
+            }
+        }
+    }
+}
+
+/// The outcome of a check, and the token realm's origin when it is on another host than the
+/// registry (Docker Hub's `auth.docker.io`, GitLab's own host): whoever reads the result should
+/// know where the credentials went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    pub outcome: Outcome,
+    pub other_host_realm: Option<String>,
+}
+
+impl Checked {
+    /// [`Outcome::describe`], naming a token realm on another host.
+    pub fn describe(&self, registry: &str) -> String {
+        let text = self.outcome.describe(registry);
+        match &self.other_host_realm {
+            Some(realm) => format!("{text} (token service on another host: {realm})"),
+            None => text,
         }
     }
 }
@@ -85,7 +150,9 @@ pub enum CheckerError {
 #[derive(Clone)]
 pub struct Checker {
     client: Client<Https, Empty<Bytes>>,
+    tls: Arc<rustls::ClientConfig>,
     timeout: Duration,
+    forbid_cross_host_realms: bool,
 }
 
 impl Checker {
@@ -115,33 +182,56 @@ impl Checker {
             .with_root_certificates(roots)
             .with_no_client_auth();
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
+            .with_tls_config(tls.clone())
             .https_or_http()
             .enable_http1()
             .build();
         Ok(Self {
             client: Client::builder(TokioExecutor::new()).build(https),
+            tls: Arc::new(tls),
             timeout,
+            forbid_cross_host_realms: false,
         })
     }
 
+    /// Refuses token realms on another host than the registry.
+    pub fn forbid_cross_host_realms(mut self, forbid: bool) -> Self {
+        self.forbid_cross_host_realms = forbid;
+        self
+    }
+
     /// Checks `registry` (`host[:port]`, as the kubelet reads the key) with `credentials`.
-    pub async fn check(&self, registry: &str, credentials: &Credentials) -> Outcome {
+    pub async fn check(&self, registry: &str, credentials: &Credentials) -> Checked {
         self.check_base(&format!("https://{registry}"), credentials)
             .await
     }
 
     /// Checks the registry at `base` (`scheme://host[:port]`).
-    pub async fn check_base(&self, base: &str, credentials: &Credentials) -> Outcome {
-        match tokio::time::timeout(self.timeout, self.check_inner(base, credentials)).await {
+    pub async fn check_base(&self, base: &str, credentials: &Credentials) -> Checked {
+        let mut other_host_realm = None;
+        let outcome = match tokio::time::timeout(
+            self.timeout,
+            self.check_inner(base, credentials, &mut other_host_realm),
+        )
+        .await
+        {
             Ok(outcome) => outcome,
             Err(_) => Outcome::Timeout,
+        };
+        Checked {
+            outcome,
+            other_host_realm,
         }
     }
 
-    async fn check_inner(&self, base: &str, credentials: &Credentials) -> Outcome {
+    async fn check_inner(
+        &self,
+        base: &str,
+        credentials: &Credentials,
+        other_host_realm: &mut Option<String>,
+    ) -> Outcome {
         let url = format!("{base}/v2/");
-        let (status, challenge, _) = match self.get(&url, None).await {
+        let (status, challenge, _) = match get(&self.client, &url, None).await {
             Ok(r) => r,
             Err(o) => return o,
         };
@@ -170,6 +260,13 @@ impl Checker {
                 else {
                     return Outcome::Unexpected("Bearer challenge without a realm".into());
                 };
+                let pinned = match self.vet_realm(base, &realm).await {
+                    Ok((other_host, addresses)) => {
+                        *other_host_realm = other_host;
+                        self.pinned_client(addresses)
+                    }
+                    Err(refused) => return refused,
+                };
                 let query: Vec<String> = params
                     .iter()
                     .filter(|(k, _)| k == "service" || k == "scope")
@@ -181,7 +278,7 @@ impl Checker {
                 } else {
                     format!("{realm}{sep}{}", query.join("&"))
                 };
-                let (status, _, body) = match self.get(&token_url, Some(&basic)).await {
+                let (status, _, body) = match get(&pinned, &token_url, Some(&basic)).await {
                     Ok(r) => r,
                     Err(o) => return o,
                 };
@@ -208,7 +305,7 @@ impl Checker {
                 return Outcome::Unexpected(format!("unsupported authentication scheme {other:?}"));
             }
         };
-        match self.get(&url, Some(&authorization)).await {
+        match get(&self.client, &url, Some(&authorization)).await {
             Ok((status, _, _)) if status.is_success() => Outcome::Authenticated,
             Ok((status, _, _))
                 if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN =>
@@ -220,32 +317,221 @@ impl Checker {
         }
     }
 
-    async fn get(
-        &self,
-        url: &str,
-        authorization: Option<&str>,
-    ) -> Result<(StatusCode, Option<String>, Bytes), Outcome> {
-        let mut req = Request::get(url);
-        if let Some(auth) = authorization {
-            req = req.header(AUTHORIZATION, auth);
+    /// A client whose connections reach only `addresses` (see [`Pinned`]).
+    fn pinned_client(&self, addresses: Vec<IpAddr>) -> Client<PinnedHttps, Empty<Bytes>> {
+        let mut http = HttpConnector::new_with_resolver(Pinned(Arc::new(addresses)));
+        http.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*self.tls).clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        Client::builder(TokioExecutor::new()).build(https)
+    }
+}
+
+async fn get<C>(
+    client: &Client<C, Empty<Bytes>>,
+    url: &str,
+    authorization: Option<&str>,
+) -> Result<(StatusCode, Option<String>, Bytes), Outcome>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    let mut req = Request::get(url);
+    if let Some(auth) = authorization {
+        req = req.header(AUTHORIZATION, auth);
+    }
+    let req = req
+        .body(Empty::new())
+        .map_err(|e| Outcome::Unexpected(format!("invalid URL: {e}")))?;
+    let resp = client.request(req).await.map_err(|e| classify(&e))?;
+    let status = resp.status();
+    let challenge = resp
+        .headers()
+        .get(WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    Ok((status, challenge, body))
+}
+
+/// Where a token realm is, as far as [`judge_realm`] needs to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealmTarget<'a> {
+    /// `https`, `http`, anything else as given.
+    pub scheme: &'a str,
+    /// Every address the realm's host resolves to.
+    pub addresses: &'a [IpAddr],
+    /// Every address the registry's host resolves to.
+    pub registry_addresses: &'a [IpAddr],
+}
+
+/// Decides whether credentials may go to a token realm; the refusal says why, naming addresses
+/// and never the realm's path or query.
+pub fn judge_realm(target: &RealmTarget<'_>) -> Result<(), String> {
+    if let Some(ip) = target
+        .addresses
+        .iter()
+        .find(|ip| is_link_local_or_metadata(**ip))
+    {
+        return Err(format!(
+            "it resolves to {ip}, a link-local or cloud metadata address"
+        ));
+    }
+    match target.scheme {
+        "https" => {}
+        "http" => {
+            if let Some(ip) = target.addresses.iter().find(|ip| !is_loopback(**ip)) {
+                return Err(format!(
+                    "it is plain http to {ip}: credentials go to a token service only over https \
+                     (plain http only to loopback)"
+                ));
+            }
         }
-        let req = req
-            .body(Empty::new())
-            .map_err(|e| Outcome::Unexpected(format!("invalid URL: {e}")))?;
-        let resp = self.client.request(req).await.map_err(|e| classify(&e))?;
-        let status = resp.status();
-        let challenge = resp
-            .headers()
-            .get(WWW_AUTHENTICATE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let body = resp
-            .into_body()
-            .collect()
+        other => return Err(format!("its scheme {other:?} is not https")),
+    }
+    let registry_private = !target.registry_addresses.is_empty()
+        && target.registry_addresses.iter().all(|ip| is_private(*ip));
+    if !registry_private && let Some(ip) = target.addresses.iter().find(|ip| is_private(**ip)) {
+        return Err(format!(
+            "it resolves to {ip}, a private or loopback address, while the registry is not on one"
+        ));
+    }
+    Ok(())
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it reaches.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+/// 169.254.0.0/16 (cloud metadata at 169.254.169.254), fe80::/10, and AWS's IPv6 metadata
+/// address fd00:ec2::254.
+pub fn is_link_local_or_metadata(ip: IpAddr) -> bool {
+    match canonical(ip) {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => {
+            (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6 == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+        }
+    }
+}
+
+/// Loopback, or the unspecified address (which reaches the local host).
+pub fn is_loopback(ip: IpAddr) -> bool {
+    let ip = canonical(ip);
+    ip.is_loopback() || ip.is_unspecified()
+}
+
+/// Loopback, RFC 1918, shared (100.64.0.0/10), link-local and unique-local addresses.
+pub fn is_private(ip: IpAddr) -> bool {
+    if is_loopback(ip) || is_link_local_or_metadata(ip) {
+        return true;
+    }
+    match canonical(ip) {
+        IpAddr::V4(v4) => {
+            v4.is_private() || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
+        }
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xfe00) == 0xfc00,
+    }
+}
+
+/// Scheme, host (without brackets) and port of an absolute URL; refuses user information.
+fn origin_of(url: &str) -> Result<(String, String, u16), String> {
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|_| "it is not an absolute URL".to_string())?;
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return Err("it is not an absolute URL".into());
+    };
+    if authority.as_str().contains('@') {
+        return Err("it carries user information".into());
+    }
+    let scheme = scheme.to_ascii_lowercase();
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let port = authority
+        .port_u16()
+        .unwrap_or(if scheme == "http" { 80 } else { 443 });
+    Ok((scheme, host, port))
+}
+
+async fn resolve(host: &str, port: u16) -> Result<Vec<IpAddr>, String> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![ip]);
+    }
+    let addresses: Vec<IpAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("{host} could not be resolved: {e}"))?
+        .map(|a| a.ip())
+        .collect();
+    if addresses.is_empty() {
+        return Err(format!("{host} resolves to no address"));
+    }
+    Ok(addresses)
+}
+
+impl Checker {
+    /// Vets the realm a registry at `base` named: its origin when it is on another host, and the
+    /// addresses the token request may connect to.
+    async fn vet_realm(
+        &self,
+        base: &str,
+        realm: &str,
+    ) -> Result<(Option<String>, Vec<IpAddr>), Outcome> {
+        let refuse = |origin: &str, why: String| {
+            Outcome::RealmRefused(format!("the token realm {origin} is refused: {why}"))
+        };
+        let (scheme, host, port) = origin_of(realm)
+            .map_err(|why| Outcome::RealmRefused(format!("the token realm is refused: {why}")))?;
+        let shown = if host.contains(':') {
+            format!("{scheme}://[{host}]:{port}")
+        } else {
+            format!("{scheme}://{host}:{port}")
+        };
+        let (_, registry_host, registry_port) = origin_of(base)
+            .map_err(|why| Outcome::Unexpected(format!("registry address: {why}")))?;
+        let addresses = resolve(&host, port)
             .await
-            .map(|b| b.to_bytes())
+            .map_err(|why| refuse(&shown, why))?;
+        let registry_addresses = resolve(&registry_host, registry_port)
+            .await
             .unwrap_or_default();
-        Ok((status, challenge, body))
+        judge_realm(&RealmTarget {
+            scheme: &scheme,
+            addresses: &addresses,
+            registry_addresses: &registry_addresses,
+        })
+        .map_err(|why| refuse(&shown, why))?;
+        if host == registry_host {
+            return Ok((None, addresses));
+        }
+        if self.forbid_cross_host_realms {
+            return Err(refuse(
+                &shown,
+                format!(
+                    "it is on another host than the registry ({registry_host}), and cross-host \
+                     token realms are forbidden"
+                ),
+            ));
+        }
+        Ok((Some(shown), addresses))
     }
 }
 
@@ -366,6 +652,10 @@ mod tests {
         assert!(o.describe("r.io").starts_with("r.io refused"));
         assert!(!o.ok());
         assert!(Outcome::Authenticated.ok());
+        let o =
+            Outcome::RealmRefused("the token realm http://169.254.169.254:80 is refused".into());
+        assert_eq!(o.reason(), "RealmRefused");
+        assert!(!o.ok());
     }
 
     /// A registry that answers with a Bearer challenge and a token service that trades Basic
@@ -419,12 +709,14 @@ mod tests {
             username: "robot".into(),
             password: pw.into(),
         };
+        let ok = checker.check_base(&base, &creds("right")).await;
+        assert_eq!(ok.outcome, Outcome::Authenticated);
         assert_eq!(
-            checker.check_base(&base, &creds("right")).await,
-            Outcome::Authenticated
+            ok.other_host_realm, None,
+            "the realm is on the registry's host"
         );
         assert!(
-            matches!(checker.check_base(&base, &creds("wrong")).await, Outcome::Refused(why) if why.contains("token service"))
+            matches!(checker.check_base(&base, &creds("wrong")).await.outcome, Outcome::Refused(why) if why.contains("token service"))
         );
     }
 
@@ -441,7 +733,10 @@ mod tests {
             password: "p".into(),
         };
         assert!(matches!(
-            checker.check(&format!("127.0.0.1:{port}"), &creds).await,
+            checker
+                .check(&format!("127.0.0.1:{port}"), &creds)
+                .await
+                .outcome,
             Outcome::Unreachable(_)
         ));
     }
@@ -452,5 +747,218 @@ mod tests {
             encode_query("repository:a/b:pull push"),
             "repository:a/b:pull%20push"
         );
+    }
+
+    /// A hostile registry: `/v2/` answers 401 with a Bearer challenge naming `realm`.
+    async fn hostile_registry(realm: String) -> String {
+        use axum::{Router, http::HeaderMap, response::IntoResponse, routing::get};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().route(
+            "/v2/",
+            get(move || {
+                let realm = realm.clone();
+                async move {
+                    let mut h = HeaderMap::new();
+                    let challenge = format!(r#"Bearer realm="{realm}",service="x""#);
+                    h.insert("www-authenticate", challenge.parse().unwrap());
+                    (StatusCode::UNAUTHORIZED, h, "").into_response()
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}")
+    }
+
+    /// A token service that records every request reaching it, and refuses them all.
+    async fn recording_listener() -> (
+        std::net::SocketAddr,
+        Arc<std::sync::Mutex<Vec<Option<String>>>>,
+    ) {
+        use axum::{Router, http::HeaderMap, routing::get};
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let record = seen.clone();
+        let app = Router::new().fallback(get(move |headers: HeaderMap| {
+            let record = record.clone();
+            async move {
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                record.lock().unwrap().push(auth);
+                StatusCode::UNAUTHORIZED
+            }
+        }));
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (addr, seen)
+    }
+
+    fn robot() -> Credentials {
+        Credentials {
+            username: "robot".into(),
+            password: "TOPSECRET-pw".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn realms_at_metadata_link_local_or_with_user_information_get_nothing() {
+        let checker = Checker::new(None, Duration::from_secs(5)).unwrap();
+        for (realm, why) in [
+            (
+                "http://169.254.169.254/latest/meta-data/",
+                "link-local or cloud metadata",
+            ),
+            (
+                "https://169.254.170.2/v2/credentials",
+                "link-local or cloud metadata",
+            ),
+            (
+                "https://[fd00:ec2::254]/token",
+                "link-local or cloud metadata",
+            ),
+            (
+                "https://[::ffff:169.254.169.254]/token",
+                "link-local or cloud metadata",
+            ),
+            ("https://[fe80::1]/token", "link-local or cloud metadata"),
+            ("ftp://127.0.0.1/token", "not https"),
+            ("/token", "not an absolute URL"),
+            ("http://robot@127.0.0.1:1/token", "user information"),
+        ] {
+            let base = hostile_registry(realm.into()).await;
+            let checked = checker.check_base(&base, &robot()).await;
+            let Outcome::RealmRefused(message) = &checked.outcome else {
+                panic!("{realm}: {checked:?}");
+            };
+            assert!(message.contains(why), "{realm}: {message}");
+            let text = checked.describe("r.io");
+            assert!(
+                text.contains("credentials not sent")
+                    && !text.contains("TOPSECRET")
+                    && !text.contains("meta-data"),
+                "{text}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cross_host_realm_is_named_or_forbidden() {
+        let (addr, seen) = recording_listener().await;
+        // The registry is 127.0.0.1, the realm `localhost`: another host name, the same machine.
+        let base = hostile_registry(format!("http://localhost:{}/token", addr.port())).await;
+        let allowed = Checker::new(None, Duration::from_secs(5)).unwrap();
+        let checked = allowed.check_base(&base, &robot()).await;
+        assert!(
+            matches!(checked.outcome, Outcome::Refused(_)),
+            "{checked:?}"
+        );
+        let realm = format!("http://localhost:{}", addr.port());
+        assert_eq!(checked.other_host_realm.as_deref(), Some(realm.as_str()));
+        assert!(checked.describe("127.0.0.1").contains(&realm));
+        assert_eq!(seen.lock().unwrap().len(), 1, "the token service was asked");
+        assert!(
+            seen.lock().unwrap()[0]
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("Basic ")
+        );
+
+        seen.lock().unwrap().clear();
+        let forbidding = Checker::new(None, Duration::from_secs(5))
+            .unwrap()
+            .forbid_cross_host_realms(true);
+        let checked = forbidding.check_base(&base, &robot()).await;
+        let Outcome::RealmRefused(message) = &checked.outcome else {
+            panic!("{checked:?}");
+        };
+        assert!(
+            message.contains("another host") && message.contains(&realm),
+            "{message}"
+        );
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "nothing reached the realm: {seen:?}"
+        );
+    }
+
+    /// The token request connects to the addresses that were vetted, not to whatever a second
+    /// lookup of the name would give (DNS rebinding): here the name resolves to nothing at all.
+    #[tokio::test]
+    async fn the_token_request_goes_to_the_vetted_addresses_only() {
+        let (addr, seen) = recording_listener().await;
+        let checker = Checker::new(None, Duration::from_secs(5)).unwrap();
+        let pinned = checker.pinned_client(vec![addr.ip()]);
+        let url = format!("http://rebound.invalid:{}/token", addr.port());
+        let (status, _, _) = get(&pinned, &url, Some("Basic eA==")).await.unwrap();
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            seen.lock().unwrap().as_slice(),
+            [Some("Basic eA==".to_string())]
+        );
+        // The ordinary client resolves the name, and fails.
+        assert!(matches!(
+            get(&checker.client, &url, None).await,
+            Err(Outcome::Dns(_) | Outcome::Unreachable(_))
+        ));
+    }
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn realm_rules() {
+        let judge = |scheme: &str, realm: &[&str], registry: &[&str]| {
+            judge_realm(&RealmTarget {
+                scheme,
+                addresses: &ips(realm),
+                registry_addresses: &ips(registry),
+            })
+        };
+        // https to a public address from a public registry (Docker Hub's auth.docker.io).
+        assert_eq!(judge("https", &["34.1.2.3"], &["54.1.2.3"]), Ok(()));
+        // A private registry may use a private or loopback token service.
+        assert_eq!(judge("https", &["10.0.0.5"], &["10.0.0.4"]), Ok(()));
+        assert_eq!(judge("http", &["127.0.0.1"], &["127.0.0.1"]), Ok(()));
+        assert_eq!(judge("http", &["::1"], &["127.0.0.1"]), Ok(()));
+        // Plain http only to loopback.
+        assert!(
+            judge("http", &["10.0.0.5"], &["10.0.0.4"])
+                .unwrap_err()
+                .contains("over https")
+        );
+        assert!(judge("http", &["34.1.2.3"], &["54.1.2.3"]).is_err());
+        assert!(judge("http", &["127.0.0.1", "34.1.2.3"], &["127.0.0.1"]).is_err());
+        // A public registry may not point into the private network, not even with one address.
+        for private in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "100.64.0.1",
+            "127.0.0.1",
+            "0.0.0.0",
+            "fd12::1",
+            "::1",
+            "::ffff:10.0.0.1",
+        ] {
+            let e = judge("https", &["34.1.2.3", private], &["54.1.2.3"]).unwrap_err();
+            assert!(e.contains("private or loopback"), "{private}: {e}");
+        }
+        // A registry with one public address is not private.
+        assert!(judge("https", &["10.0.0.5"], &["10.0.0.4", "54.1.2.3"]).is_err());
+        // Metadata and link-local addresses never, whatever the registry.
+        for metadata in [
+            "169.254.169.254",
+            "169.254.0.1",
+            "fd00:ec2::254",
+            "fe80::1",
+            "::ffff:169.254.169.254",
+        ] {
+            let e = judge("https", &[metadata], &["169.254.1.1"]).unwrap_err();
+            assert!(e.contains("metadata"), "{metadata}: {e}");
+        }
+        assert!(judge("file", &["127.0.0.1"], &["127.0.0.1"]).is_err());
     }
 }

@@ -37,6 +37,36 @@ pub struct Report {
     pub credentials: CredentialsCondition,
     /// Pods awaiting recovery; `None` keeps the previous count.
     pub pods_awaiting_recovery: Option<u32>,
+    /// Registry keys of the source the kubelet will not match as written, each with why
+    /// (`UnmatchableRegistryKeys`); `None` keeps the previous condition (source not read).
+    pub key_warnings: Option<Vec<String>>,
+}
+
+/// Condition present while the source has registry keys the kubelet will not match as written.
+pub const UNMATCHABLE_KEYS: &str = "UnmatchableRegistryKeys";
+
+/// At most this many keys are named in the `UnmatchableRegistryKeys` message.
+const MAX_KEY_WARNINGS: usize = 5;
+
+/// The message of the `UnmatchableRegistryKeys` condition, `None` when every key is fine.
+pub fn key_warnings_message(warnings: &[String]) -> Option<String> {
+    let (first, more) = match warnings.len() {
+        0 => return None,
+        n => (
+            &warnings[..n.min(MAX_KEY_WARNINGS)],
+            n.saturating_sub(MAX_KEY_WARNINGS),
+        ),
+    };
+    let mut message = format!(
+        "the kubelet will not match {} registry key{} as written: {}",
+        warnings.len(),
+        if warnings.len() == 1 { "" } else { "s" },
+        first.join("; ")
+    );
+    if more > 0 {
+        message.push_str(&format!("; and {more} more"));
+    }
+    Some(message)
 }
 
 /// What to do with the `CredentialsValid` condition in this status.
@@ -139,6 +169,28 @@ pub fn build(
         }
         CredentialsCondition::Off => {}
     }
+    // Abnormal-true (kstatus): present only while some key is unmatchable.
+    match &report.key_warnings {
+        Some(warnings) => {
+            if let Some(message) = key_warnings_message(warnings) {
+                conditions.push(condition(
+                    UNMATCHABLE_KEYS,
+                    true,
+                    "UnmatchableRegistryKey",
+                    &message,
+                    generation,
+                    old_conditions,
+                    &now,
+                ));
+            }
+        }
+        None => conditions.extend(
+            old_conditions
+                .iter()
+                .filter(|c| c.type_ == UNMATCHABLE_KEYS)
+                .cloned(),
+        ),
+    }
     let mut failures: Vec<NamespaceFailure> = report
         .failures
         .iter()
@@ -206,7 +258,48 @@ mod tests {
             source_version: Some("42".into()),
             credentials: CredentialsCondition::Off,
             pods_awaiting_recovery: None,
+            key_warnings: Some(vec![]),
         }
+    }
+
+    #[test]
+    fn unmatchable_keys_condition_is_stable_kept_and_cleared() {
+        let mut odd = report(true, "Synced", 3);
+        odd.key_warnings = Some(vec![
+            r#""R.io": its host has upper-case letters"#.into(),
+            r#""r.io/v1": the kubelet keeps /v1"#.into(),
+        ]);
+        let first = build(None, Some(1), &odd);
+        let c = first
+            .conditions
+            .iter()
+            .find(|c| c.type_ == UNMATCHABLE_KEYS)
+            .expect("condition");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "UnmatchableRegistryKey")
+        );
+        assert!(
+            c.message
+                .starts_with("the kubelet will not match 2 registry keys as written")
+        );
+        // The same finding: an equal status (no write); not read this pass: kept.
+        assert_eq!(build(Some(&first), Some(1), &odd), first);
+        let mut unread = odd.clone();
+        unread.key_warnings = None;
+        assert_eq!(build(Some(&first), Some(1), &unread), first);
+        // Fixed: gone.
+        let fixed = build(Some(&first), Some(1), &report(true, "Synced", 3));
+        assert!(fixed.conditions.iter().all(|c| c.type_ != UNMATCHABLE_KEYS));
+        // Many keys: the message names five and counts the rest.
+        let many: Vec<String> = (0..8).map(|i| format!("key{i}")).collect();
+        let message = key_warnings_message(&many).unwrap();
+        assert!(
+            message.contains("key4")
+                && !message.contains("key5")
+                && message.ends_with("and 3 more")
+        );
+        assert_eq!(key_warnings_message(&[]), None);
     }
 
     #[test]

@@ -295,3 +295,122 @@ async fn api_server_rejects_invalid_objects() {
         }
     }
 }
+
+/// Keys the operator accepts but the kubelet will not match as written are copied as they are
+/// (the config is valid) and reported: a condition naming each key and why, a Warning Event, a
+/// status written once; fixing the source clears the condition.
+#[tokio::test]
+async fn keys_the_kubelet_cannot_match_are_reported() {
+    let client = admin().await;
+    ensure_namespace(&client, SOURCE_NS).await;
+    let src = unique("odd-keys");
+    let pw = password();
+    let entry = json!({"username": "robot", "password": pw});
+    let odd = json!({"auths": {
+        "Registry.Example.com": entry,
+        "odd.example.com/v1": entry,
+        "odd.example.com/team/app/": entry,
+        "good.example.com": entry,
+    }})
+    .to_string();
+    let write = |config: String| {
+        let client = client.clone();
+        let src = src.clone();
+        async move {
+            put_secret(
+                &client,
+                &secret_object(
+                    SOURCE_NS,
+                    &src,
+                    "kubernetes.io/dockerconfigjson",
+                    &[(".dockerconfigjson", config.as_bytes())],
+                ),
+            )
+            .await
+        }
+    };
+    write(odd).await;
+    let s = setup(
+        &client,
+        "odd-keys",
+        1,
+        json!({"source": {"secretRef": {"namespace": SOURCE_NS, "name": src}}}),
+    )
+    .await;
+    wait_synced(&client, &s.name).await;
+    let ns = s.namespaces[0].clone();
+    let copy = wait_copy(&client, &ns, &s.name, &pw).await;
+    let keys = secret_config(&copy)["auths"]
+        .as_object()
+        .map(|a| a.len())
+        .unwrap_or_default();
+    assert_eq!(keys, 4, "every key is copied as written");
+
+    let condition = |rc: &RegistryCredential| {
+        rc.status
+            .as_ref()
+            .and_then(|s| {
+                s.conditions
+                    .iter()
+                    .find(|c| c.type_ == "UnmatchableRegistryKeys")
+            })
+            .cloned()
+    };
+    let found = wait_for("the UnmatchableRegistryKeys condition", TIMEOUT, || async {
+        let rc = credential(&client, &s.name).await;
+        condition(&rc).ok_or(rc.status)
+    })
+    .await;
+    assert_eq!(found.status, "True");
+    assert_eq!(found.reason, "UnmatchableRegistryKey");
+    for expected in [
+        "3 registry keys",
+        "\"Registry.Example.com\": its host has upper-case letters",
+        "\"odd.example.com/v1\": the kubelet keeps /v1",
+        "\"odd.example.com/team/app/\": its path ends with '/'",
+    ] {
+        assert!(
+            found.message.contains(expected),
+            "{expected}: {}",
+            found.message
+        );
+    }
+    assert!(
+        !found.message.contains("good.example.com"),
+        "{}",
+        found.message
+    );
+    let event = wait_event(&client, &s.name, "UnmatchableRegistryKey").await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    // Ready is not affected, and the status settles: written once, not every pass.
+    let rc = credential(&client, &s.name).await;
+    assert_eq!(ready(&rc).map(|r| r.1), Some("Synced".to_string()));
+    assert_copy_untouched_and_quiet(&client, &s.name, &ns, &copy).await;
+    let events = events_for(&client, &s.name)
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("UnmatchableRegistryKey"))
+        .count();
+    assert_eq!(events, 1, "one Event for one finding");
+    assert!(
+        events_for(&client, &s.name)
+            .await
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("UnmatchableRegistryKey"))
+            .all(|e| e.series.is_none()),
+        "published once"
+    );
+
+    // Fixed keys: the condition goes.
+    write(json!({"auths": {"registry.example.com": entry, "good.example.com": entry}}).to_string())
+        .await;
+    wait_for("the condition to clear", TIMEOUT, || async {
+        let rc = credential(&client, &s.name).await;
+        match condition(&rc) {
+            None if ready(&rc).is_some_and(|r| r.1 == "Synced") => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
+    assert_nothing_leaked(&client, &s.name, &[&pw]).await;
+}

@@ -5,6 +5,7 @@ mod support;
 
 mod bad_input;
 mod catalogue;
+mod confinement;
 mod conflicts;
 mod doctor;
 mod fanout;

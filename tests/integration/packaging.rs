@@ -110,6 +110,14 @@ async fn helm_and_kustomize_render_the_same_objects() {
     ] {
         assert_eq!(helm[key]["rules"], kustomize[key]["rules"], "{key} rules");
     }
+    for key in [
+        "ValidatingAdmissionPolicy//regcred-operator-secrets",
+        "ValidatingAdmissionPolicy//regcred-operator-service-accounts",
+        "ValidatingAdmissionPolicyBinding//regcred-operator-secrets",
+        "ValidatingAdmissionPolicyBinding//regcred-operator-service-accounts",
+    ] {
+        assert_eq!(helm[key]["spec"], kustomize[key]["spec"], "{key} spec");
+    }
     let crd = "CustomResourceDefinition//registrycredentials.regcred.dev";
     assert_eq!(helm[crd]["spec"], kustomize[crd]["spec"]);
     let pod = |m: &BTreeMap<String, serde_yaml::Value>| {
@@ -210,4 +218,38 @@ async fn helm_rendering_installs_and_values_apply() {
             .iter()
             .any(|d| d["kind"] == "ServiceMonitor")
     );
+
+    // The admission policies confine this release's ServiceAccount, and can be left out.
+    let policies: Vec<_> = objects
+        .values()
+        .filter(|o| o["kind"] == "ValidatingAdmissionPolicy")
+        .collect();
+    assert_eq!(policies.len(), 2);
+    let user = format!("'system:serviceaccount:{ns}:{release}-regcred-operator'");
+    for policy in policies {
+        let condition = policy["spec"]["matchConditions"][0]["expression"]
+            .as_str()
+            .unwrap();
+        assert!(condition.contains(&user), "{condition}");
+    }
+    let without = run(
+        "helm",
+        &[
+            "template",
+            &release,
+            &chart(),
+            "--namespace",
+            &ns,
+            "--set",
+            "admissionPolicies.enabled=false",
+        ],
+        None,
+    )
+    .await;
+    assert!(!documents(&without).iter().any(|d| {
+        d["kind"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("ValidatingAdmission")
+    }));
 }

@@ -205,3 +205,178 @@ async fn verification_flips_credentials_valid_when_the_registry_password_changes
     wait_event(&client, &s.name, "CredentialsRejected").await;
     assert_nothing_leaked(&client, &s.name, &[&pw]).await;
 }
+
+/// A token service that records every request reaching it (whether it carried credentials)
+/// and refuses it: what a hostile realm would harvest.
+async fn recording_realm() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<bool>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                record
+                    .lock()
+                    .unwrap()
+                    .push(text.contains("\r\nauthorization:"));
+                let _ = conn
+                    .write_all(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    (port, seen)
+}
+
+fn credentials_valid(
+    rc: &regcred_operator::crd::RegistryCredential,
+) -> Option<(String, String, String)> {
+    rc.status.as_ref().and_then(|s| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == "CredentialsValid")
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    })
+}
+
+async fn wait_credentials_valid(
+    client: &kube::Client,
+    name: &str,
+    reason: &str,
+) -> (String, String, String) {
+    wait_for(&format!("CredentialsValid {reason}"), TIMEOUT, || async {
+        let rc = credential(client, name).await;
+        match credentials_valid(&rc) {
+            Some(c) if c.1 == reason => Ok(c),
+            other => Err(other),
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn verification_never_sends_credentials_to_a_metadata_realm() {
+    let client = admin().await;
+    let pw = password();
+    let registry =
+        TestRegistry::start_with_token_realm("http://169.254.169.254/latest/meta-data/iam");
+    let source = login_source(&client, &registry.addr(), &pw).await;
+    let s = setup(
+        &client,
+        "realm-meta",
+        1,
+        json!({"source": source, "verify": {"intervalSeconds": 10, "caBundle": registry.ca_pem()}}),
+    )
+    .await;
+    let (status, _, message) = wait_credentials_valid(&client, &s.name, "RealmRefused").await;
+    assert_eq!(status, "False");
+    assert!(
+        message.contains("credentials not sent")
+            && message.contains("169.254.169.254, a link-local or cloud metadata address")
+            && !message.contains("meta-data"),
+        "{message}"
+    );
+    let event = wait_event(&client, &s.name, "CredentialsRejected").await;
+    assert!(event.note.unwrap_or_default().contains("169.254.169.254"));
+    assert_nothing_leaked(&client, &s.name, &[&pw]).await;
+
+    // doctor --check-registry refuses the same realm, and says so.
+    let ns = pod_pulling_from(&client, "realm-meta-doc", &registry.addr(), &pw).await;
+    let ca = registry.ca_file();
+    let (code, report) = doctor_check(&ns, &["--ca-file", ca.to_str().unwrap()]).await;
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(
+        report["images"][0]["registryChecks"][0]["outcome"], "realmRefused",
+        "{report}"
+    );
+    let problems = report["images"][0]["problems"].to_string();
+    assert!(problems.contains("RegistryRealmRefused"), "{report}");
+    assert!(!report.to_string().contains(SECRET_MARKER), "{report}");
+}
+
+#[tokio::test]
+async fn a_cross_host_realm_is_named_and_a_forbidding_operator_sends_it_nothing() {
+    let client = admin().await;
+    let pw = password();
+    // The registry is 127.0.0.1, its realm `localhost`: another host (the same machine here).
+    let (port, seen) = recording_realm().await;
+    let registry = TestRegistry::start_with_token_realm(&format!("http://localhost:{port}/token"));
+    let source = login_source(&client, &registry.addr(), &pw).await;
+    let verify = json!({"intervalSeconds": 10, "caBundle": registry.ca_pem()});
+    let s = setup(
+        &client,
+        "realm-cross",
+        1,
+        json!({"source": source, "verify": verify}),
+    )
+    .await;
+    // Allowed (Docker Hub works this way), and named where the result is shown.
+    let (status, _, message) = wait_credentials_valid(&client, &s.name, "Refused").await;
+    assert_eq!(status, "False");
+    assert!(
+        message.contains(&format!(
+            "token service on another host: http://localhost:{port}"
+        )),
+        "{message}"
+    );
+    assert!(
+        seen.lock().unwrap().iter().any(|&auth| auth),
+        "the realm got the credentials"
+    );
+    let event = wait_event(&client, &s.name, "CredentialsRejected").await;
+    assert!(event.note.unwrap_or_default().contains("http://localhost:"));
+    assert_nothing_leaked(&client, &s.name, &[&pw]).await;
+
+    // An operator with --forbid-cross-host-realms sends nothing there.
+    let (port, seen) = recording_realm().await;
+    let registry = TestRegistry::start_with_token_realm(&format!("http://localhost:{port}/token"));
+    let source = login_source(&client, &registry.addr(), &pw).await;
+    let instance = unique("realm-forbid");
+    let key = unique("realm-forbid");
+    namespace(&client, "realm-forbid", &[(&key, "yes")]).await;
+    let name = unique("realm-forbid");
+    create_credential_for(
+        &client,
+        &instance,
+        &name,
+        json!({
+            "source": source,
+            "namespaceSelector": {"matchLabels": {key.clone(): "yes"}},
+            "verify": {"intervalSeconds": 10, "caBundle": registry.ca_pem()},
+        }),
+    )
+    .await;
+    let mut operator = Operator::start(
+        &kubeconfig_path(),
+        &instance,
+        &format!("{instance}-op"),
+        &["--leader-election=false", "--forbid-cross-host-realms"],
+    )
+    .await;
+    let (status, _, message) = wait_credentials_valid(&client, &name, "RealmRefused").await;
+    operator.assert_running();
+    assert_eq!(status, "False");
+    assert!(
+        message.contains("another host than the registry (127.0.0.1)")
+            && message.contains("cross-host token realms are forbidden"),
+        "{message}"
+    );
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "nothing reached the realm: {seen:?}"
+    );
+    assert_nothing_leaked(&client, &name, &[&pw]).await;
+    delete_credential(&client, &name).await;
+}

@@ -8,6 +8,8 @@ pub struct TestRegistry {
     child: Option<std::process::Child>,
     pub port: u16,
     pub dir: tempfile::TempDir,
+    /// Token authentication: the Bearer challenge names this realm (a hostile registry).
+    token_realm: Option<String>,
 }
 
 fn run(cmd: &mut Command) {
@@ -82,8 +84,18 @@ impl TestRegistry {
             child: None,
             port,
             dir,
+            token_realm: None,
         };
         registry.set_password(user, password);
+        registry
+    }
+
+    /// A registry whose `/v2/` answers 401 with `Bearer realm="<realm>"`: whoever follows the
+    /// challenge sends its credentials to `realm`.
+    pub fn start_with_token_realm(realm: &str) -> Self {
+        let mut registry = Self::start("robot", "unused");
+        registry.token_realm = Some(realm.into());
+        registry.set_password("robot", "unused");
         registry
     }
 
@@ -123,6 +135,16 @@ impl TestRegistry {
             key = d("tls.key").display(),
             htpasswd = d("htpasswd").display(),
         );
+        let config = match &self.token_realm {
+            Some(realm) => config.replace(
+                &format!("  htpasswd: {{realm: regcred-test, path: {}}}\n", d("htpasswd").display()),
+                &format!(
+                    "  token: {{realm: \"{realm}\", service: regcred-test, issuer: regcred-test, rootcertbundle: {}}}\n",
+                    d("ca.crt").display()
+                ),
+            ),
+            None => config,
+        };
         std::fs::write(d("config.yml"), config).unwrap();
         let log = std::fs::File::create(d("registry.log")).unwrap();
         self.child = Some(
