@@ -329,7 +329,10 @@ pub async fn diagnose(
                 pod.name_any(),
                 sa_secrets.join(", ")
             ),
-            format!("recreate the pod (e.g. `kubectl -n {namespace} rollout restart` its Deployment)"),
+            format!(
+                "recreate the pod (e.g. `kubectl -n {namespace} rollout restart` its Deployment), or set \
+                 `spec.podRecovery: Evict` on the RegistryCredential so that such pods are recreated for you"
+            ),
         ));
     }
 

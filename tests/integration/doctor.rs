@@ -220,7 +220,12 @@ async fn pod_created_before_the_service_account_patch_is_detected() {
         codes(&report).contains(&"PodCreatedBeforeServiceAccountPatch".into()),
         "{report}"
     );
-    assert!(report["fix"].as_str().unwrap().contains("recreate the pod"));
+    let fix = report["fix"].as_str().unwrap();
+    assert!(fix.contains("recreate the pod"), "{fix}");
+    assert!(
+        fix.contains("spec.podRecovery: Evict"),
+        "doctor points at podRecovery: {fix}"
+    );
 }
 
 #[tokio::test]
