@@ -809,13 +809,6 @@ async fn publish_on_pod(
     reason: &str,
     note: String,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(truncate(note, 1000)),
-        action: "RecoverPull".into(),
-        secondary: None,
-    };
     let reference = ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("Pod".into()),
@@ -824,9 +817,7 @@ async fn publish_on_pod(
         uid: Some(pod.uid.clone()),
         ..Default::default()
     };
-    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-        warn!(namespace = %pod.namespace, pod = %pod.name, error = %e, "could not publish event");
-    }
+    publish_about(ctx, &reference, "RecoverPull", type_, reason, note).await;
 }
 
 /// Asks each registry of the config whether it accepts the credentials, when verification is on
@@ -1077,15 +1068,27 @@ async fn publish(
     reason: &str,
     note: String,
 ) {
+    publish_about(ctx, &rc.object_ref(&()), "Reconcile", type_, reason, note).await;
+}
+
+/// Events go through the one Recorder of the process, so that repeats aggregate.
+async fn publish_about(
+    ctx: &Context,
+    regarding: &ObjectReference,
+    action: &str,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
     let event = Event {
         type_,
         reason: reason.into(),
         note: Some(truncate(note, 1000)),
-        action: "Reconcile".into(),
+        action: action.into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &rc.object_ref(&())).await {
-        warn!(credential = %rc.name_any(), error = %e, "could not publish event");
+    if let Err(e) = ctx.recorder.publish(&event, regarding).await {
+        warn!(regarding = ?regarding.name, error = %e, "could not publish event");
     }
 }
 
