@@ -14,7 +14,7 @@ use std::{
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::{
     ByteString,
-    api::core::v1::{Namespace, Secret, ServiceAccount},
+    api::core::v1::{Namespace, Pod, Secret, ServiceAccount},
     jiff::Timestamp,
 };
 use kube::{
@@ -477,6 +477,7 @@ async fn main() {
     let n = env_num("N", 1000);
     let n_scale = env_num("N_SCALE", 3000);
     let unrelated = env_num("UNRELATED", 2000);
+    let pods = env_num("PODS", 2000);
     let idle_seconds = env_num("IDLE_SECONDS", 60) as u64;
     let onboard = env_num("ONBOARD", 200);
     let admin = client(&env("BENCH_ADMIN_KUBECONFIG")).await;
@@ -675,6 +676,69 @@ async fn main() {
     put("unrelated_rss_delta_mib", json!(rss_after - rss_before));
     put("rss_after_unrelated_mib", json!(rss_after));
 
+    // 8. Pods cost nothing while podRecovery is off everywhere (no pod watch), and little with it
+    //    on: only Pending pods are watched, and of each only what recovery reads is kept.
+    if pods > 0 {
+        let pods_ns = "bench-pods";
+        api.create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some(pods_ns.into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("namespace");
+        settle(3).await;
+        let rss_before = proc_status(&pid, "VmRSS:");
+        let note = "x".repeat(4096);
+        stream::iter(0..pods)
+            .map(|i| {
+                let (client, note) = (admin.clone(), note.clone());
+                async move {
+                    // Bound to a node no kubelet serves: Pending for good, like a pod waiting to pull.
+                    let pod: Pod = serde_json::from_value(json!({
+                        "metadata": {"name": format!("pod-{i:05}"), "annotations": {"note": note},
+                                     "labels": {"app": "bench"}},
+                        "spec": {"nodeName": "bench-no-kubelet", "containers": [{
+                            "name": "app", "image": "registry.example.com/bench/app:1",
+                            "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]}]}
+                    }))
+                    .unwrap();
+                    Api::<Pod>::namespaced(client, pods_ns)
+                        .create(&PostParams::default(), &pod)
+                        .await
+                        .map(|_| ())
+                }
+            })
+            .buffer_unordered(8)
+            .try_collect::<Vec<_>>()
+            .await
+            .expect("pods");
+        settle(5).await;
+        let rss_off = proc_status(&pid, "VmRSS:");
+        Api::<RegistryCredential>::all(admin.clone())
+            .patch(
+                "fan",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"podRecovery": "Report"}})),
+            )
+            .await
+            .expect("turning podRecovery on");
+        settle(10).await;
+        let rss_on = proc_status(&pid, "VmRSS:");
+        put("pods", json!(pods));
+        put("pods_rss_delta_off_mib", json!(rss_off - rss_before));
+        put("pods_rss_delta_on_mib", json!(rss_on - rss_before));
+        put(
+            "pods_rss_per_1000_on_mib",
+            json!((rss_on - rss_before) * 1000.0 / pods as f64),
+        );
+    }
+
     // 7. Scaling: per-namespace fan-out cost at N_SCALE vs N.
     if n_scale > 0 {
         let big = namespaces(&admin, &tracker, "scale", n_scale).await;
@@ -765,6 +829,16 @@ fn print_table(r: &serde_json::Value) {
                 f("unrelated_rss_delta_mib")
             ),
             "< 64 MiB; < 5 MiB",
+        ),
+        (
+            "Pending pods, podRecovery off / on",
+            format!(
+                "+{} / +{} MiB",
+                f("pods_rss_delta_off_mib"),
+                f("pods_rss_delta_on_mib")
+            ),
+            format!("{} pods with 4 KiB annotations", r["pods"]),
+            "off: no watch",
         ),
         (
             "scaling N_SCALE vs N",

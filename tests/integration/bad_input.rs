@@ -36,7 +36,11 @@ async fn invalid_source_content_keeps_existing_copies() {
     .await;
     wait_synced(&client, &s.name).await;
     let ns = s.namespaces[0].clone();
-    let copy = get_secret(&client, &ns, &s.name).await.unwrap();
+    // Synced can come before the operator's cache holds the new namespace (0/0 in sync).
+    let copy = wait_for("the copy", TIMEOUT, || async {
+        get_secret(&client, &ns, &s.name).await.ok_or("absent")
+    })
+    .await;
 
     use base64::Engine;
     let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
@@ -103,7 +107,11 @@ async fn missing_source_keeps_existing_copies() {
     let s = setup(&client, "missing", 1, json!({})).await;
     wait_synced(&client, &s.name).await;
     let ns = s.namespaces[0].clone();
-    let copy = get_secret(&client, &ns, &s.name).await.unwrap();
+    // Synced can come before the operator's cache holds the new namespace (0/0 in sync).
+    let copy = wait_for("the copy", TIMEOUT, || async {
+        get_secret(&client, &ns, &s.name).await.ok_or("absent")
+    })
+    .await;
     Api::<Secret>::namespaced(client.clone(), SOURCE_NS)
         .delete(&s.source, &DeleteParams::default())
         .await

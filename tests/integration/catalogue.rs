@@ -26,7 +26,11 @@ async fn malformed_source_contents() {
     let s = setup(&client, "cat-src", 1, json!({})).await;
     wait_synced(&client, &s.name).await;
     let ns = s.namespaces[0].clone();
-    let copy = get_secret(&client, &ns, &s.name).await.unwrap();
+    // Synced can come before the operator's cache holds the new namespace (0/0 in sync).
+    let copy = wait_for("the copy", TIMEOUT, || async {
+        get_secret(&client, &ns, &s.name).await.ok_or("absent")
+    })
+    .await;
     let pw = password();
     let entry = |key: &str, value: serde_json::Value| {
         json!({"auths": {key: value}}).to_string().into_bytes()
@@ -247,7 +251,11 @@ async fn registries_source_problems() {
     let s = setup(&client, "cat-login", 1, json!({})).await;
     wait_synced(&client, &s.name).await;
     let ns = s.namespaces[0].clone();
-    let copy = get_secret(&client, &ns, &s.name).await.unwrap();
+    // Synced can come before the operator's cache holds the new namespace (0/0 in sync).
+    let copy = wait_for("the copy", TIMEOUT, || async {
+        get_secret(&client, &ns, &s.name).await.ok_or("absent")
+    })
+    .await;
     let pw = password();
     let good = login_source(&client, "registry.example.com", &pw).await;
     let password_ref = good["registries"][0]["passwordSecretRef"].clone();
