@@ -289,10 +289,10 @@ EOF
   # The pod sandbox image, built here (nothing is downloaded) and imported as containerd's pinned one.
   build_busybox_image "$nd/images/oci" pause 'trap "exit 0" TERM INT; sleep 2147483647 & wait'
   skopeo copy --quiet "oci:$nd/images/oci:pause" "docker-archive:$nd/images/pause.tar:localhost/regcred/pause:1"
-  "$bin/ctr" --address "$nd/containerd.sock" -n k8s.io images import "$nd/images/pause.tar" >/dev/null ||
+  "$bin/ctr" --address "$nd/containerd.sock" -n k8s.io images import "$nd/images/pause.tar" >/dev/null 2>>"$dir/logs/containerd.log" ||
     die "importing the pause image into containerd failed"
 
-  [ "${SKIP_KUBELET:-}" = 1 ] || kubelet_up "$bin"
+  kubelet_up "$bin"
 }
 
 kubelet_up() { # bin dir
@@ -353,7 +353,7 @@ nodeStatusUpdateFrequency: 5s
 syncFrequency: 10s
 EOF
   start kubelet "$bin/kubelet" --config="$nd/kubelet.yaml" --kubeconfig="$nd/kubelet.kubeconfig" \
-    --root-dir="$nd/kubelet" --cert-dir="$nd/kubelet-certs" --hostname-override="$NODE_NAME" --node-ip=127.0.0.1 --v=2
+    --root-dir="$nd/kubelet" --cert-dir="$nd/kubelet-certs" --hostname-override="$NODE_NAME" --v=2
   local start_s=$SECONDS
   wait_for kubelet "$dir/pids/kubelet.pid" node_ready
   log "node $NODE_NAME Ready after $((SECONDS - start_s))s (kubelet on 127.0.0.1:$port)"
