@@ -379,6 +379,9 @@ async fn pod_pulls_the_private_image_only_through_the_operators_copy() {
         "admission copied the ServiceAccount's list"
     );
     wait_running(&client, selected, "app").await;
+    // The image registry.env names runs the same way.
+    run_pod(&client, &node, selected, "cluster-image", &node.image, &[]).await;
+    wait_running(&client, selected, "cluster-image").await;
 
     // The same registry, an image never pulled on the node, from a namespace the credential does
     // not select: refused.
