@@ -828,3 +828,43 @@ pub fn render_text(r: &Report) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_failures_are_read_from_waiting_container_statuses() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "app"},
+            "status": {
+                "initContainerStatuses": [{"name": "init", "image": "a", "imageID": "", "ready": false,
+                    "restartCount": 0, "state": {"waiting": {"reason": "ImagePullBackOff",
+                    "message": "Back-off pulling image \"a\": ErrImagePull: 401 Unauthorized"}}}],
+                "containerStatuses": [
+                    {"name": "app", "image": "b", "imageID": "", "ready": false, "restartCount": 0,
+                     "state": {"waiting": {"reason": "ErrImagePull", "message": "failed to pull and unpack image \"b\": not found"}}},
+                    {"name": "crashing", "image": "c", "imageID": "", "ready": false, "restartCount": 3,
+                     "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off restarting"}}},
+                    {"name": "starting", "image": "d", "imageID": "", "ready": false, "restartCount": 0,
+                     "state": {"waiting": {"reason": "ErrImagePull"}}},
+                    {"name": "running", "image": "e", "imageID": "", "ready": true, "restartCount": 0,
+                     "state": {"running": {}}}
+                ]
+            }
+        }))
+        .unwrap();
+        let failures = status_pull_failures(&pod);
+        assert_eq!(
+            failures
+                .iter()
+                .map(|(c, r, _)| (c.as_str(), r.as_str()))
+                .collect::<Vec<_>>(),
+            vec![("init", "ImagePullBackOff"), ("app", "ErrImagePull")]
+        );
+        assert_eq!(
+            matching::classify_pull_message(&failures[0].2),
+            PullFailure::AuthRefused
+        );
+    }
+}

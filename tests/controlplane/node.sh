@@ -66,6 +66,7 @@ node_cleanup() {
     find /var/log/containers -maxdepth 1 -type l -lname "$nd/pod-logs/*" -delete 2>/dev/null || true
   fi
   stop_pid registry
+  rm -f "$dir/registry.env"
 }
 
 # A busybox-static OCI image with one command: <layout dir> <tag> <command for sh -c>.
