@@ -16,8 +16,9 @@ die() { echo "[controlplane] error: $*" >&2; exit 1; }
 command -v go >/dev/null 2>&1 ||
   die "Go is not installed or not on PATH. Install Go >= 1.26 (e.g. 'apt-get install golang-1.26' or from go.dev) and rerun."
 go_minor=$(go env GOVERSION | sed -E 's/^go1\.([0-9]+).*/\1/')
-[ "${go_minor:-0}" -ge 26 ] 2>/dev/null ||
-  die "Go $(go env GOVERSION) is too old: Kubernetes v1.36 needs Go >= 1.26."
+go_patch=$(go env GOVERSION | sed -E 's/^go1\.[0-9]+\.?([0-9]*).*/\1/')
+{ [ "${go_minor:-0}" -gt 26 ] || { [ "${go_minor:-0}" -eq 26 ] && [ "${go_patch:-0}" -ge 6 ]; }; } 2>/dev/null ||
+  die "Go $(go env GOVERSION) is too old: Kubernetes v1.36 needs Go >= 1.26, containerd v2.4 and crictl v1.37 need Go >= 1.26.6."
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 
