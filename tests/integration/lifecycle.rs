@@ -98,6 +98,7 @@ async fn deletion_with_orphan_leaves_copies_working() {
     let s = setup(&client, "orphan", 1, json!({"deletionPolicy": "Orphan"})).await;
     wait_synced(&client, &s.name).await;
     let ns = &s.namespaces[0];
+    wait_sa_lists(&client, ns, "default", &s.name).await;
     delete_credential(&client, &s.name).await;
     // Long enough for the garbage collector to act if an ownerReference were left behind.
     tokio::time::sleep(Duration::from_secs(3)).await;
