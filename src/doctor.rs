@@ -1,16 +1,18 @@
 //! `regcred-operator doctor`: why a pod cannot pull its image, walking the checklist people walk by
 //! hand — which pull secrets the pod really has, whether they exist in its namespace, whether they
 //! are well-formed, whether any entry matches the image by the kubelet's rules, what the pull
-//! events say, and (optionally) whether the registry accepts the credentials.
+//! events and the pod's container statuses say, whether a RegistryCredential for the registry
+//! leaves the namespace out, whether the kubelet refused an image already on its node, and
+//! (optionally) whether the registry accepts the credentials.
 //!
 //! Never prints credential material: Secrets are reported by name, type, registries and problems.
 
-use k8s_openapi::api::core::v1::{Event, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Event, Node, Pod, Secret, ServiceAccount};
 use kube::{Api, Client, ResourceExt, api::ListParams};
 use serde::Serialize;
 
 use crate::{
-    crd::{CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGER},
+    crd::{CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGER, RegistryCredential},
     dockerconfig::DockerConfig,
     matching::{self, ImageRef, PullFailure, Verdict},
     registry_check::{Checker, Outcome},
@@ -250,6 +252,91 @@ async fn pull_events(
     Ok(out)
 }
 
+/// Pull failures the kubelet reports in the pod's container statuses, per container: the waiting
+/// reason (`ErrImagePull`, `ImagePullBackOff`) and its message, which carries the runtime's error.
+fn status_pull_failures(pod: &Pod) -> Vec<(String, String, String)> {
+    let Some(status) = &pod.status else {
+        return Vec::new();
+    };
+    status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten())
+        .filter_map(|c| {
+            let waiting = c.state.as_ref()?.waiting.as_ref()?;
+            let reason = waiting.reason.clone()?;
+            let message = waiting.message.clone().filter(|m| !m.is_empty())?;
+            matches!(reason.as_str(), "ErrImagePull" | "ImagePullBackOff")
+                .then(|| (c.name.clone(), reason, message))
+        })
+        .collect()
+}
+
+/// The images a node reports it holds (tags and digests), or nothing when it cannot be read.
+async fn node_images(client: &Client, node: &str) -> Vec<String> {
+    match Api::<Node>::all(client.clone()).get_opt(node).await {
+        Ok(Some(n)) => n
+            .status
+            .and_then(|s| s.images)
+            .into_iter()
+            .flatten()
+            .flat_map(|i| i.names.unwrap_or_default())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// RegistryCredentials with an entry that matches the image by the kubelet's rules but no copy in
+/// `namespace`: (credential, secret name). Reading them (or their sources) may be forbidden to the
+/// caller; then we just cannot tell.
+async fn credentials_leaving_out(
+    client: &Client,
+    namespace: &str,
+    image: &ImageRef,
+) -> Vec<(String, String)> {
+    let Ok(credentials) = Api::<RegistryCredential>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for rc in credentials.items {
+        let registries: Vec<String> = match (&rc.spec.source.registries, &rc.spec.source.secret_ref)
+        {
+            (Some(logins), _) => logins.iter().map(|l| l.server.clone()).collect(),
+            (None, Some(r)) => match Api::<Secret>::namespaced(client.clone(), &r.namespace)
+                .get_opt(&r.name)
+                .await
+            {
+                Ok(Some(secret)) => source::config_from_secret(&secret)
+                    .map(|c| c.registries().map(str::to_string).collect())
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            },
+            (None, None) => Vec::new(),
+        };
+        let matches = matching::evaluate(registries.iter().map(String::as_str), image)
+            .iter()
+            .any(|e| e.verdict.is_match());
+        if !matches {
+            continue;
+        }
+        let secret_name = rc.secret_name();
+        let copy_here = Api::<Secret>::namespaced(client.clone(), namespace)
+            .get_metadata_opt(&secret_name)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.labels().get(CREDENTIAL_LABEL) == Some(&rc.name_any()));
+        if !copy_here {
+            out.push((rc.name_any(), secret_name));
+        }
+    }
+    out
+}
+
 /// Runs the diagnosis.
 pub async fn diagnose(
     client: &Client,
@@ -397,9 +484,23 @@ pub async fn diagnose(
         Some(pod) => pull_events(client, namespace, &pod.name_any()).await?,
         None => Vec::new(),
     };
+    let status_failures = pod.as_ref().map(status_pull_failures).unwrap_or_default();
+    let node = pod
+        .as_ref()
+        .and_then(|p| p.spec.as_ref())
+        .and_then(|s| s.node_name.clone());
+    let on_node = match &node {
+        Some(node) => node_images(client, node).await,
+        None => Vec::new(),
+    };
 
     let mut images = Vec::new();
     for (container, image) in containers {
+        let from_status: Vec<(String, String)> = status_failures
+            .iter()
+            .filter(|(c, _, _)| container.as_deref() == Some(c.as_str()))
+            .map(|(_, reason, message)| (reason.clone(), message.clone()))
+            .collect();
         let image_ref = ImageRef::parse(&image).map_err(|e| DoctorError::InvalidImage {
             image: image.clone(),
             reason: e.to_string(),
@@ -465,17 +566,40 @@ pub async fn diagnose(
                 ),
             ));
         }
-        for (reason, message) in &events {
-            if !message.contains(&image) && !message.contains(&image_ref.normalized()) {
+        if first_match.is_none() {
+            for (credential, secret) in credentials_leaving_out(client, namespace, &image_ref).await
+            {
+                report.problems.push(problem(
+                    "NamespaceNotSelected",
+                    format!(
+                        "RegistryCredential {credential} holds credentials for {} but does not select namespace {namespace}: there is no copy {secret} here",
+                        image_ref.registry
+                    ),
+                    format!(
+                        "label namespace {namespace} to match the namespaceSelector of RegistryCredential {credential} (or list it in spec.namespaces), then recreate the pod"
+                    ),
+                ));
+            }
+        }
+        let pull_failures = events
+            .iter()
+            .filter(|(_, message)| {
+                message.contains(&image) || message.contains(&image_ref.normalized())
+            })
+            .chain(from_status.iter());
+        for (reason, message) in pull_failures {
+            let message = truncate(message, 400);
+            if report.events.iter().any(|e| e.message == message) {
                 continue;
             }
-            let classification = matching::classify_pull_message(message);
+            let classification = matching::classify_pull_message(&message);
             report.events.push(EventReport {
                 reason: reason.clone(),
-                message: truncate(message, 400),
+                message,
                 classification,
             });
         }
+        // The container status is read after the Events: it holds the kubelet's latest failure.
         if let Some(last) = report.events.last() {
             report.problems.push(problem(
                 "PullFailed",
@@ -485,6 +609,19 @@ pub async fn diagnose(
                 ),
                 last.classification.fix(),
             ));
+            let present = on_node
+                .iter()
+                .any(|n| *n == image || *n == image_ref.normalized());
+            if present && last.classification == PullFailure::AuthRefused {
+                report.problems.push(problem(
+                    "CachedImageNeedsCredentials",
+                    format!(
+                        "{image} is already on node {}, but the kubelet does not let this pod use it: with ensure-secret-pulled-images (KEP-2535, KubeletEnsureSecretPulledImages, on by default since Kubernetes 1.35) an image pulled with credentials is re-verified against each new pod's own pull credentials, and the registry refused this pod's",
+                        node.as_deref().unwrap_or_default()
+                    ),
+                    "give the pod pull credentials the registry accepts (a RegistryCredential selecting its namespace); the node's KubeletConfiguration imagePullCredentialsVerificationPolicy sets when cached images are re-verified",
+                ));
+            }
         }
         if let (Some(checker), Some((secret, kubelet_key, raw_key))) = (checker, &first_match) {
             let config = loaded
@@ -705,4 +842,44 @@ pub fn render_text(r: &Report) -> String {
         let _ = writeln!(out, "fix: {fix}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_failures_are_read_from_waiting_container_statuses() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "app"},
+            "status": {
+                "initContainerStatuses": [{"name": "init", "image": "a", "imageID": "", "ready": false,
+                    "restartCount": 0, "state": {"waiting": {"reason": "ImagePullBackOff",
+                    "message": "Back-off pulling image \"a\": ErrImagePull: 401 Unauthorized"}}}],
+                "containerStatuses": [
+                    {"name": "app", "image": "b", "imageID": "", "ready": false, "restartCount": 0,
+                     "state": {"waiting": {"reason": "ErrImagePull", "message": "failed to pull and unpack image \"b\": not found"}}},
+                    {"name": "crashing", "image": "c", "imageID": "", "ready": false, "restartCount": 3,
+                     "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off restarting"}}},
+                    {"name": "starting", "image": "d", "imageID": "", "ready": false, "restartCount": 0,
+                     "state": {"waiting": {"reason": "ErrImagePull"}}},
+                    {"name": "running", "image": "e", "imageID": "", "ready": true, "restartCount": 0,
+                     "state": {"running": {}}}
+                ]
+            }
+        }))
+        .unwrap();
+        let failures = status_pull_failures(&pod);
+        assert_eq!(
+            failures
+                .iter()
+                .map(|(c, r, _)| (c.as_str(), r.as_str()))
+                .collect::<Vec<_>>(),
+            vec![("init", "ImagePullBackOff"), ("app", "ErrImagePull")]
+        );
+        assert_eq!(
+            matching::classify_pull_message(&failures[0].2),
+            PullFailure::AuthRefused
+        );
+    }
 }

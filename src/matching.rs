@@ -2692,6 +2692,47 @@ mod tests {
         }
     }
 
+    /// What a kubelet v1.36 with containerd v2.4 really reports (Events and container statuses,
+    /// recorded on the node of the local cluster against Debian's docker-registry 2.8).
+    #[test]
+    fn classifies_real_containerd_2_messages() {
+        use PullFailure::*;
+        let cases = [
+            // no credentials (an unselected namespace, a missing pull secret): the Failed Event,
+            // the ErrImagePull status and the ImagePullBackOff status
+            (
+                r#"Failed to pull image "127.0.0.1:35583/node-tests/unselected-10371-36:1": failed to pull and unpack image "127.0.0.1:35583/node-tests/unselected-10371-36:1": failed to resolve image: pull access denied, repository does not exist or may require authorization: authorization failed: no basic auth credentials"#,
+                AuthRefused,
+            ),
+            (
+                r#"failed to pull and unpack image "127.0.0.1:35583/node-tests/unselected-10371-36:1": failed to resolve image: pull access denied, repository does not exist or may require authorization: authorization failed: no basic auth credentials"#,
+                AuthRefused,
+            ),
+            (
+                r#"Back-off pulling image "127.0.0.1:35583/node-tests/missing-10371-3:1": ErrImagePull: failed to pull and unpack image "127.0.0.1:35583/node-tests/missing-10371-3:1": failed to resolve image: pull access denied, repository does not exist or may require authorization: authorization failed: no basic auth credentials"#,
+                AuthRefused,
+            ),
+            // a wrong password
+            (
+                r#"Failed to pull image "127.0.0.1:44977/node-tests/wrong-1:1": failed to pull and unpack image "127.0.0.1:44977/node-tests/wrong-1:1": failed to resolve image: unexpected status from HEAD request to https://127.0.0.1:44977/v2/node-tests/wrong-1/manifests/1: 401 Unauthorized"#,
+                AuthRefused,
+            ),
+            // valid credentials, no such tag or repository
+            (
+                r#"rpc error: code = NotFound desc = failed to pull and unpack image "127.0.0.1:48425/regcred/sleeper:nope": failed to resolve image: 127.0.0.1:48425/regcred/sleeper:nope: not found"#,
+                NotFound,
+            ),
+            // nothing listening
+            (
+                r#"failed to pull and unpack image "127.0.0.1:1/x:1": failed to resolve image: failed to do request: Head "https://127.0.0.1:1/v2/x/manifests/1": dial tcp 127.0.0.1:1: connect: connection refused"#,
+                Unreachable,
+            ),
+        ];
+        for (msg, expected) in cases {
+            assert_eq!(classify_pull_message(msg), expected, "{msg}");
+        }
+    }
+
     #[test]
     fn every_failure_has_a_fix() {
         use PullFailure::*;

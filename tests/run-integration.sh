@@ -37,9 +37,11 @@ cargo build --bins --tests --quiet
 bin=$PWD/target/debug/regcred-operator
 
 tests/controlplane/cluster.sh down "$dir" >/dev/null 2>&1 || true
-tests/controlplane/cluster.sh up "$dir"
+# The registry's password carries the marker the log scan below looks for.
+REGISTRY_PASSWORD="TOPSECRET-registry-$(openssl rand -hex 8)" tests/controlplane/cluster.sh up "$dir"
 export KUBECONFIG=$dir/kubeconfig
-# Install exactly what deploy/ installs (no kubelet here, so its Deployment runs no pods) and run
+# Install exactly what deploy/ installs (no scheduler and no deployment controller here, so its
+# Deployment runs no pods) and run
 # the operator as that ServiceAccount, with that RBAC, from a TokenRequest token.
 kubectl apply -k deploy/ >/dev/null
 kubectl wait --for=condition=Established crd/registrycredentials.regcred.dev --timeout=60s >/dev/null
@@ -72,7 +74,7 @@ done
 curl -fs "http://127.0.0.1:$health_port/readyz" >/dev/null || { log "the operator did not become ready"; exit 1; }
 log "operator ready (pid $operator_pid); running tests"
 
-REGCRED_TEST_KUBECONFIG=$dir/kubeconfig REGCRED_TEST_OPERATOR_BIN=$bin \
+REGCRED_TEST_KUBECONFIG=$dir/kubeconfig REGCRED_TEST_OPERATOR_BIN=$bin REGCRED_TEST_CLUSTER_DIR=$dir \
   REGCRED_TEST_METRICS_URL="http://127.0.0.1:$metrics_port/metrics" REGCRED_TEST_LOG_DIR="$dir/logs" \
   cargo test --quiet --test integration -- --test-threads="$threads" "$@"
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Starts and stops a local Kubernetes control plane: etcd, kube-apiserver and kube-controller-manager,
-# built from Go modules by build.sh. Admission stays on (including the ServiceAccount plugin, which copies
-# a ServiceAccount's imagePullSecrets into new pods), authorization is RBAC, the admin authenticates with a
-# client certificate, and ServiceAccount tokens (TokenRequest) work.
+# Starts and stops a local one-node Kubernetes cluster: etcd, kube-apiserver and kube-controller-manager,
+# and a node (containerd 2.x with runc and CNI, a kubelet) with a private registry beside it (node.sh),
+# all built from Go modules by build.sh. Admission stays on (including the ServiceAccount plugin, which
+# copies a ServiceAccount's imagePullSecrets into new pods), authorization is Node and RBAC, the admin
+# authenticates with a client certificate, and ServiceAccount tokens (TokenRequest) work.
 #
 #   cluster.sh up   [DIR]   start (idempotent), write DIR/kubeconfig; DIR defaults to .cluster
-#   cluster.sh down [DIR]   stop exactly the processes recorded in DIR/pids, by PID
+#   cluster.sh down [DIR]   stop exactly the processes recorded in DIR/pids, by PID, and remove the node's
+#                           pods, mounts, bridge and cgroups
 #   cluster.sh status [DIR]
 #   cluster.sh restart-apiserver [DIR]   stop kube-apiserver and start it again with the same command
 #                                        line and port (fault tests); etcd and its data stay
@@ -13,11 +15,17 @@
 # Environment:
 #   APISERVER_PORT, ETCD_PORT    fixed ports instead of free ones (a taken port fails fast)
 #   CONTROLLER_MANAGER=0         start no kube-controller-manager
+#   NODE=0                       start no node and no registry (a control plane only)
+#   REGISTRY_PORT                fixed port for the registry; REGISTRY_PASSWORD its password (default: random)
+#
+# With a node, `up` also writes DIR/registry.env: REGISTRY (host:port), REGISTRY_USERNAME,
+# REGISTRY_PASSWORD, REGISTRY_CA, IMAGE (a runnable image in it), REGISTRY_HOSTS_DIR (containerd's
+# registry config directory) and NODE (the node's name).
 #   APISERVER_EXTRA_ARGS         extra kube-apiserver flags (e.g. an audit log for the benchmark)
 #   READY_TIMEOUT                seconds to wait for readiness (default 90)
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cmd=${1:-}
 dir=${2:-.cluster}
 mkdir -p "$dir"
@@ -31,20 +39,30 @@ die() {
 
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
-# Stops every process this cluster directory recorded, newest first; SIGKILL after a grace period.
+# Stops one recorded process by its PID; SIGKILL after a grace period.
+stop_pid() { # name
+  local pidfile="$dir/pids/$1.pid" pid
+  [ -f "$pidfile" ] || return 0
+  pid=$(cat "$pidfile")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    log "stopped $1 (pid $pid)"
+  fi
+  rm -f "$pidfile"
+}
+
+# shellcheck source=tests/controlplane/node.sh
+. "$here/node.sh"
+
+# Stops every process this cluster directory recorded, the node first; SIGKILL after a grace period.
 stop_all() {
-  local pidfile pid
+  if [ -d "$dir/node" ] || [ -f "$dir/pids/kubelet.pid" ] || [ -f "$dir/pids/registry.pid" ]; then
+    node_cleanup
+  fi
   for name in kube-controller-manager kube-apiserver etcd; do
-    pidfile="$dir/pids/$name.pid"
-    [ -f "$pidfile" ] || continue
-    pid=$(cat "$pidfile")
-    if kill -0 "$pid" 2>/dev/null; then
-      kill -TERM "$pid" 2>/dev/null || true
-      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-      log "stopped $name (pid $pid)"
-    fi
-    rm -f "$pidfile"
+    stop_pid $name
   done
 }
 
@@ -181,6 +199,8 @@ start() { # name, command...
 up() {
   if pid_alive "$dir/pids/kube-apiserver.pid" && pid_alive "$dir/pids/etcd.pid" &&
     { [ "${CONTROLLER_MANAGER:-1}" = 0 ] || pid_alive "$dir/pids/kube-controller-manager.pid"; } &&
+    { [ "${NODE:-1}" = 0 ] || { pid_alive "$dir/pids/kubelet.pid" && pid_alive "$dir/pids/containerd.pid" &&
+      pid_alive "$dir/pids/registry.pid"; }; } &&
     api /readyz >/dev/null 2>&1; then
     log "already running: export KUBECONFIG=$dir/kubeconfig"
     return 0
@@ -217,7 +237,8 @@ up() {
     --cert-dir="$dir/apiserver-certs" \
     --tls-cert-file="$dir/pki/apiserver.crt" --tls-private-key-file="$dir/pki/apiserver.key" \
     --client-ca-file="$dir/pki/ca.crt" \
-    --authorization-mode=RBAC \
+    --authorization-mode=Node,RBAC \
+    --kubelet-client-certificate="$dir/pki/admin.crt" --kubelet-client-key="$dir/pki/admin.key" \
     --service-cluster-ip-range=10.0.0.0/24 \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$dir/pki/sa.pub" \
@@ -238,6 +259,7 @@ up() {
     stop_all
     exit 1
   fi
+  [ "${NODE:-1}" = 0 ] || node_up "$bin"
   log "ready: export KUBECONFIG=$dir/kubeconfig"
 }
 
@@ -263,7 +285,7 @@ down)
   log "down ($dir)"
   ;;
 status)
-  for name in etcd kube-apiserver kube-controller-manager; do
+  for name in etcd kube-apiserver kube-controller-manager registry containerd kubelet; do
     if pid_alive "$dir/pids/$name.pid"; then echo "$name: running (pid $(cat "$dir/pids/$name.pid"))"; else echo "$name: stopped"; fi
   done
   ;;

@@ -63,6 +63,9 @@ async fn deletion_with_delete_removes_copies_and_our_entries_only() {
     let s = setup(&client, "del", 2, json!({})).await;
     wait_synced(&client, &s.name).await;
     let ns = &s.namespaces[0];
+    // Our entry first: written by the test before the operator's patch, it would be an entry
+    // that was there before the operator came, which is never claimed.
+    wait_sa_lists(&client, ns, "default", &s.name).await;
     Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), ns)
         .patch(
             "default",
@@ -95,6 +98,7 @@ async fn deletion_with_orphan_leaves_copies_working() {
     let s = setup(&client, "orphan", 1, json!({"deletionPolicy": "Orphan"})).await;
     wait_synced(&client, &s.name).await;
     let ns = &s.namespaces[0];
+    wait_sa_lists(&client, ns, "default", &s.name).await;
     delete_credential(&client, &s.name).await;
     // The garbage collector would act within this if an ownerReference were left behind.
     stays("the orphaned copy", Duration::from_secs(3), || async {

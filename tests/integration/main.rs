@@ -1,5 +1,6 @@
-//! Integration tests against the real control plane that `make test` starts (kube-apiserver, etcd,
-//! kube-controller-manager) and the operator process it runs. One binary, one module per area.
+//! Integration tests against the real cluster that `make test` starts (kube-apiserver, etcd,
+//! kube-controller-manager, a node with a kubelet and containerd, a private registry) and the operator
+//! process it runs. One binary, one module per area.
 
 mod support;
 
@@ -12,6 +13,7 @@ mod fanout;
 mod faults;
 mod foundation;
 mod lifecycle;
+mod node;
 mod operate;
 mod ownership;
 mod packaging;

@@ -850,7 +850,7 @@ pub async fn default_service_accounts(client: &Client) -> BTreeMap<String, Servi
 }
 
 /// A control plane of a test's own (for faults that would disturb the shared one), with
-/// `deploy/` applied. Stopped when dropped.
+/// `deploy/` applied, without a node. Stopped when dropped.
 pub struct PrivateCluster {
     pub dir: PathBuf,
     pub kubeconfig: PathBuf,
@@ -877,9 +877,12 @@ impl PrivateCluster {
         let kubeconfig = cluster.kubeconfig.clone();
         tokio::task::spawn_blocking(move || {
             run_checked(
+                // No node: one kubelet on the machine per `make test` is enough, and these
+                // clusters exist for control-plane faults.
                 std::process::Command::new(cluster_script())
                     .arg("up")
-                    .arg(&dir),
+                    .arg(&dir)
+                    .env("NODE", "0"),
                 "starting a private cluster",
             );
             run_checked(
