@@ -40,8 +40,8 @@ tests/controlplane/cluster.sh down "$dir" >/dev/null 2>&1 || true
 # The registry's password carries the marker the log scan below looks for.
 REGISTRY_PASSWORD="TOPSECRET-registry-$(openssl rand -hex 8)" tests/controlplane/cluster.sh up "$dir"
 export KUBECONFIG=$dir/kubeconfig
-# Install exactly what deploy/ installs (no scheduler and no deployment controller here, so its
-# Deployment runs no pods) and run
+# Install exactly what deploy/ installs (no scheduler here, so the pods of its Deployment stay
+# Pending) and run
 # the operator as that ServiceAccount, with that RBAC, from a TokenRequest token.
 kubectl apply -k deploy/ >/dev/null
 kubectl wait --for=condition=Established crd/registrycredentials.regcred.dev --timeout=60s >/dev/null

@@ -250,7 +250,7 @@ up() {
   if [ "${CONTROLLER_MANAGER:-1}" != 0 ]; then
     start kube-controller-manager "$bin/kube-controller-manager" \
       --kubeconfig="$dir/kubeconfig" --leader-elect=false --secure-port=0 \
-      --controllers=serviceaccount-controller,garbage-collector-controller,namespace-controller,root-ca-certificate-publisher-controller,clusterrole-aggregation-controller \
+      --controllers=serviceaccount-controller,garbage-collector-controller,namespace-controller,root-ca-certificate-publisher-controller,clusterrole-aggregation-controller,deployment-controller,replicaset-controller \
       --root-ca-file="$dir/pki/ca.crt"
   fi
   local rc=0

@@ -630,3 +630,160 @@ async fn after_a_rotation_new_pods_pull_and_running_pods_are_untouched() {
     );
     assert_nothing_leaked(&client, &s.name, &[&old, &new]).await;
 }
+
+/// `podRecovery: Evict` on the node: a Deployment created before its namespace was selected fails
+/// to pull; once the credential reaches the namespace its pod is evicted, the ReplicaSet makes a
+/// new one that gets the copy from the ServiceAccount, and it runs. A bare pod failing the same way
+/// is reported and stays.
+#[tokio::test]
+async fn a_deployment_that_failed_before_the_credential_came_recovers_and_a_bare_pod_is_reported() {
+    let client = admin().await;
+    let node = LocalNode::get(&client).await;
+    let key = unique("node-rec");
+    let ns = namespace(&client, "node-rec", &[]).await;
+    let image = node.own_image("recover");
+    let deployment: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"nodeName": node.node, "terminationGracePeriodSeconds": 2,
+                                       "containers": [{"name": "app", "image": image}]}}}
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect("creating the Deployment");
+    run_pod(&client, &node, &ns, "bare", &image, &[]).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let first = wait_for("the Deployment's pod", POD_TIMEOUT, || async {
+        let list = pods
+            .list(&kube::api::ListParams::default().labels("app=web"))
+            .await
+            .map_err(|e| e.to_string())?;
+        list.items
+            .into_iter()
+            .next()
+            .map(|p| p.metadata.name.unwrap_or_default())
+            .ok_or_else(|| "none yet".to_string())
+    })
+    .await;
+    wait_pull_fails(&client, &ns, &first).await;
+    wait_pull_fails(&client, &ns, "bare").await;
+
+    let (source, _) =
+        registry_source(&client, &node.registry, &node.username, &node.password).await;
+    let name = unique("node-rec");
+    create_credential(
+        &client,
+        &name,
+        json!({"source": source, "namespaceSelector": {"matchLabels": {key.clone(): "yes"}},
+               "podRecovery": "Evict"}),
+    )
+    .await;
+    label_namespace(&client, &ns, &key, Some("yes")).await;
+    let running = wait_for(
+        "a new pod of the Deployment Running",
+        POD_TIMEOUT,
+        || async {
+            let list = pods
+                .list(&kube::api::ListParams::default().labels("app=web"))
+                .await
+                .map_err(|e| e.to_string())?;
+            list.items
+                .into_iter()
+                .find(|p| {
+                    p.metadata.name.as_deref() != Some(&first) && container_state(p) == "Running"
+                })
+                .ok_or_else(|| "not yet".to_string())
+        },
+    )
+    .await;
+    let listed: Vec<String> = running
+        .spec
+        .and_then(|s| s.image_pull_secrets)
+        .into_iter()
+        .flatten()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(
+        listed,
+        [name.as_str()],
+        "the new pod got the copy at admission"
+    );
+    let bare = pods.get("bare").await.expect("the bare pod stays");
+    assert!(
+        bare.metadata.deletion_timestamp.is_none(),
+        "a bare pod is never evicted"
+    );
+    wait_for("the bare pod reported", TIMEOUT, || async {
+        let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns)
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        events
+            .items
+            .iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("RecreateToPull")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("bare")
+            })
+            .map(|_| ())
+            .ok_or_else(|| "no Event yet".to_string())
+    })
+    .await;
+    wait_for("podsAwaitingRecovery 1 (the bare pod)", TIMEOUT, || async {
+        let n = credential(&client, &name)
+            .await
+            .status
+            .map(|s| s.pods_awaiting_recovery);
+        if n == Some(1) { Ok(()) } else { Err(n) }
+    })
+    .await;
+}
+
+/// A pod that lists a pull secret of its own (for another registry) gets no entries from its
+/// ServiceAccount; the admission policy appends the operator's copy, and the pod pulls and runs.
+#[tokio::test]
+async fn a_pod_with_pull_secrets_of_its_own_gets_ours_at_admission_and_runs() {
+    let client = admin().await;
+    let node = LocalNode::get(&client).await;
+    let (source, _) =
+        registry_source(&client, &node.registry, &node.username, &node.password).await;
+    let s = setup(&client, "node-inject", 1, json!({ "source": source })).await;
+    let ns = &s.namespaces[0];
+    wait_copy_exists(&client, ns, &s.name).await;
+    wait_sa_lists(&client, ns, "default", &s.name).await;
+    let image = node.own_image("inject");
+    // The API server loads a new policy within moments of its creation: retry until it acts.
+    let pod = wait_for("the copy injected at admission", TIMEOUT, || async {
+        let name = unique("own");
+        let pod = run_pod(&client, &node, ns, &name, &image, &["other-registry"]).await;
+        let listed: Vec<String> = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.image_pull_secrets.clone())
+            .into_iter()
+            .flatten()
+            .map(|r| r.name)
+            .collect();
+        if listed.len() == 2 {
+            Ok((name, listed))
+        } else {
+            Err(listed)
+        }
+    })
+    .await;
+    assert_eq!(pod.1, ["other-registry", s.name.as_str()]);
+    wait_running(&client, ns, &pod.0).await;
+}
+
+async fn wait_copy_exists(client: &Client, ns: &str, name: &str) {
+    wait_for(&format!("Secret {ns}/{name}"), TIMEOUT, || async {
+        get_secret(client, ns, name)
+            .await
+            .map(|_| ())
+            .ok_or("absent")
+    })
+    .await
+}
