@@ -29,7 +29,7 @@ failures, broken = {}, []
 for path in logs:
     text = open(path, encoding="utf-8", errors="replace").read()
     # cargo test lists the failed tests, indented, under a last "failures:" heading.
-    for block in re.findall(r"^failures:\n((?:    \S+\n)+)", text, re.M):
+    for block in re.findall(r"^failures:\n\n?((?:    \S+\n)+)", text, re.M):
         for name in block.split():
             failures[name] = failures.get(name, 0) + 1
     if "test result:" not in text:
