@@ -40,6 +40,8 @@ pub struct Report {
     /// Registry keys of the source the kubelet will not match as written, each with why
     /// (`UnmatchableRegistryKeys`); `None` keeps the previous condition (source not read).
     pub key_warnings: Option<Vec<String>>,
+    /// `status.credentialExpiresAt`: `None` keeps the previous value, `Some(None)` clears it.
+    pub credential_expires_at: Option<Option<String>>,
 }
 
 /// Condition present while the source has registry keys the kubelet will not match as written.
@@ -215,6 +217,10 @@ pub fn build(
             .source_version
             .clone()
             .or_else(|| old.and_then(|s| s.synced_source_version.clone())),
+        credential_expires_at: match &report.credential_expires_at {
+            Some(at) => at.clone(),
+            None => old.and_then(|s| s.credential_expires_at.clone()),
+        },
         failures,
         pods_awaiting_recovery: report
             .pods_awaiting_recovery
@@ -259,6 +265,7 @@ mod tests {
             credentials: CredentialsCondition::Off,
             pods_awaiting_recovery: None,
             key_warnings: Some(vec![]),
+            credential_expires_at: Some(None),
         }
     }
 
