@@ -547,9 +547,16 @@ fn sign_request(
         .collect())
 }
 
-/// `(code, message)` of an AWS JSON-protocol error.
+/// `(code, message)` of an AWS JSON-protocol error (or of the XML one that authentication
+/// failures come as from some endpoints).
 fn json_error(body: &[u8]) -> (String, String) {
-    let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        let text = String::from_utf8_lossy(body);
+        return (
+            xml_text(&text, "Code").unwrap_or_else(|| "UnknownError".into()),
+            xml_text(&text, "Message").unwrap_or_else(|| "no message".into()),
+        );
+    };
     let code = value
         .get("__type")
         .and_then(|t| t.as_str())
@@ -695,6 +702,10 @@ mod tests {
         );
         assert_eq!(code, "UnrecognizedClientException");
         assert!(message.starts_with("The security token"));
+        let (code, _) = json_error(
+            b"<ErrorResponse><Errors><Error><Code>InvalidClientTokenId</Code><Message>m</Message></Error></Errors></ErrorResponse>",
+        );
+        assert_eq!(code, "InvalidClientTokenId");
         assert_eq!(
             scrub("bad key TOPSECRET-x\nmore", &["TOPSECRET-x"]),
             "bad key <redacted> more"

@@ -275,7 +275,7 @@ impl Tokens {
         match (&spec.credentials.secret_ref, &spec.credentials.web_identity) {
             (Some(r), None) => {
                 let allowed = &ctx.settings.source_namespaces;
-                if !allowed.iter().any(|a| *a == r.namespace) {
+                if !allowed.contains(&r.namespace) {
                     return Err(SourceError::NamespaceNotAllowed {
                         namespace: r.namespace.clone(),
                         name: r.name.clone(),
