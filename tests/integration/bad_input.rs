@@ -488,9 +488,10 @@ async fn unknown_ecr_fields_are_refused_by_strict_validation() {
         Err(kube::Error::Api(s)) => {
             assert!(
                 s.message
-                    .contains("unknown field \"spec.source.ecr.regsitryIds\"")
-                    && s.message
-                        .contains("unknown field \"spec.source.ecr.credentials.roleArn\""),
+                    .contains(".spec.source.ecr.regsitryIds: field not declared in schema")
+                    && s.message.contains(
+                        ".spec.source.ecr.credentials.roleArn: field not declared in schema"
+                    ),
                 "{}",
                 s.message
             );
