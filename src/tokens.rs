@@ -43,6 +43,7 @@ pub const EXPIRY_WARNING: Duration = Duration::from_secs(3600);
 pub struct Tokens {
     aws: Result<Aws, String>,
     entries: Mutex<HashMap<String, Entry>>,
+    failing: Mutex<HashMap<String, Failing>>,
 }
 
 struct Entry {
@@ -52,9 +53,17 @@ struct Entry {
     expires_at: Timestamp,
     refresh_at: Instant,
     skewed: bool,
-    /// Consecutive failed refreshes.
-    failures: u32,
-    /// The expiry a Warning Event was already published for.
+}
+
+/// A credential whose last mint failed.
+struct Failing {
+    /// What the failed mint was made from: a change retries at once.
+    fingerprint: String,
+    /// Consecutive failures.
+    count: u32,
+    retry_at: Instant,
+    message: String,
+    /// The expiry a Warning Event was published for.
     warned: Option<Timestamp>,
 }
 
@@ -86,6 +95,7 @@ impl Default for Tokens {
         Self {
             aws: Aws::new(Duration::from_secs(15)),
             entries: Mutex::default(),
+            failing: Mutex::default(),
         }
     }
 }
@@ -141,6 +151,19 @@ impl Tokens {
                 });
             }
         }
+        // A failed mint is retried on its schedule, not on every pass (a status write is one).
+        if let Some(f) = self.failing.lock().expect("tokens lock").get(&name)
+            && f.fingerprint == fingerprint
+            && Instant::now() < f.retry_at
+        {
+            return Err(Failed {
+                reason: "TokenRefreshFailed",
+                message: f.message.clone(),
+                configuration: false,
+                retry_in: f.retry_at.saturating_duration_since(Instant::now()),
+                expiring: None,
+            });
+        }
         let mint_labels = |result| MintLabels {
             credential: name.clone(),
             result,
@@ -178,6 +201,7 @@ impl Tokens {
                     refresh_in_seconds = refresh_in.as_secs(),
                     "minted registry tokens"
                 );
+                self.failing.lock().expect("tokens lock").remove(&name);
                 self.entries.lock().expect("tokens lock").insert(
                     name,
                     Entry {
@@ -186,8 +210,6 @@ impl Tokens {
                         expires_at: minted.expires_at,
                         refresh_at: Instant::now() + refresh_in,
                         skewed,
-                        failures: 0,
-                        warned: None,
                     },
                 );
                 Ok(Fresh {
@@ -203,36 +225,42 @@ impl Tokens {
                     .get_or_create(&mint_labels("error"))
                     .inc();
                 debug!(credential = %name, error = %problem, "minting failed");
-                let mut entries = self.entries.lock().expect("tokens lock");
-                let (failures, expires_at) = match entries.get_mut(&name) {
-                    Some(e) => {
-                        e.failures = e.failures.saturating_add(1);
-                        (e.failures, Some(e.expires_at))
-                    }
-                    None => (1, stored_expiry(rc)),
-                };
+                let expires_at = self
+                    .entries
+                    .lock()
+                    .expect("tokens lock")
+                    .get(&name)
+                    .map(|e| e.expires_at)
+                    .or_else(|| stored_expiry(rc));
+                let message = format!(
+                    "could not mint a new token: {problem}{}",
+                    self.keeps(rc, &name)
+                );
+                let mut failing = self.failing.lock().expect("tokens lock");
+                let previous = failing
+                    .remove(&name)
+                    .filter(|f| f.fingerprint == fingerprint);
+                let count = previous.as_ref().map_or(1, |f| f.count.saturating_add(1));
                 let retry_in =
-                    (FIRST_RETRY * 2u32.saturating_pow(failures.min(10) - 1)).min(MAX_RETRY);
-                let expiring = expires_at.filter(|at| {
+                    (FIRST_RETRY * 2u32.saturating_pow(count.min(10) - 1)).min(MAX_RETRY);
+                let soon = expires_at.filter(|at| {
                     at.as_second() - Timestamp::now().as_second() < EXPIRY_WARNING.as_secs() as i64
                 });
-                let expiring = match (expiring, entries.get_mut(&name)) {
-                    (Some(at), Some(e)) if e.warned == Some(at) => None,
-                    (Some(at), Some(e)) => {
-                        e.warned = Some(at);
-                        Some(expiry_text(at))
-                    }
-                    (Some(at), None) => Some(expiry_text(at)),
-                    (None, _) => None,
-                };
-                drop(entries);
+                let warned = previous.and_then(|f| f.warned);
+                let expiring = soon.filter(|at| warned != Some(*at)).map(expiry_text);
+                failing.insert(
+                    name,
+                    Failing {
+                        fingerprint,
+                        count,
+                        retry_at: Instant::now() + retry_in,
+                        message: message.clone(),
+                        warned: soon.or(warned),
+                    },
+                );
                 Err(Failed {
                     reason: "TokenRefreshFailed",
-                    message: format!(
-                        "could not mint a new token: {problem}{}; retrying in {}s",
-                        self.keeps(rc, &rc.name_any()),
-                        retry_in.as_secs()
-                    ),
+                    message,
                     configuration: false,
                     retry_in,
                     expiring,

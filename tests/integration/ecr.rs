@@ -344,6 +344,18 @@ async fn a_failed_refresh_keeps_the_copies_and_explains() {
         kept.metadata.resource_version,
         copy.metadata.resource_version
     );
+    // Retried with backoff (5 s, 10 s, ...), not on every pass (a status write is one).
+    let errors = "regcred_token_mints_total{credential=\"{name}\",result=\"error\"}";
+    let failed = metric(&s.name, errors).await.unwrap_or(0.0);
+    stays("retries with backoff", Duration::from_secs(7), || async {
+        let now = metric(&s.name, errors).await.unwrap_or(0.0);
+        if now <= failed + 2.0 {
+            Ok(())
+        } else {
+            Err(now)
+        }
+    })
+    .await;
     wait_event(&client, &s.name, "TokenRefreshFailed").await;
     wait_event(&client, &s.name, "TokenExpiringSoon").await;
 
