@@ -454,6 +454,16 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
     // A minted token (source.ecr) is a source like the others, with a schedule of its own.
     let mut token: Option<tokens::Fresh> = None;
     let resolved = match &rc.spec.source.ecr {
+        // Suspended: no AWS call either; the token in memory (if any) tells which copies are current.
+        Some(_) if rc.spec.suspend => {
+            ctx.tokens
+                .cached(&owner.name)
+                .ok_or_else(|| source::SourceError::Invalid {
+                    namespace: "spec".into(),
+                    name: "source.ecr".into(),
+                    problem: "suspended before a token was minted".into(),
+                })
+        }
         Some(spec) => match ctx.tokens.resolve(ctx, rc, spec).await {
             Ok(fresh) => {
                 let resolved = fresh.resolved.clone();
@@ -482,11 +492,18 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
                 return Ok(Action::requeue(failed.retry_in));
             }
         },
-        None => source::resolve(
-            &rc.spec.source,
-            &ctx.settings.source_namespaces,
-            |ns, name| ctx.caches.source_secret(ns, name),
-        ),
+        None => {
+            // Not (or no longer) a minted source.
+            ctx.tokens.forget(&owner.name);
+            ctx.metrics.credential_expiry.remove(&CredentialLabels {
+                credential: owner.name.clone(),
+            });
+            source::resolve(
+                &rc.spec.source,
+                &ctx.settings.source_namespaces,
+                |ns, name| ctx.caches.source_secret(ns, name),
+            )
+        }
     };
     let resolved: ResolvedSource = match resolved {
         Ok(r) => r,

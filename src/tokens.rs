@@ -106,6 +106,15 @@ pub fn rfc3339(t: Timestamp) -> String {
 }
 
 impl Tokens {
+    /// The token in memory, whatever its age (for a suspended credential: no mint).
+    pub fn cached(&self, credential: &str) -> Option<ResolvedSource> {
+        self.entries
+            .lock()
+            .expect("tokens lock")
+            .get(credential)
+            .map(|e| e.resolved.clone())
+    }
+
     pub fn forget(&self, credential: &str) {
         self.entries.lock().expect("tokens lock").remove(credential);
     }
