@@ -270,6 +270,34 @@ mod tests {
     }
 
     #[test]
+    fn credential_expiry_is_set_kept_and_cleared() {
+        let mut minted = report(true, "Synced", 3);
+        minted.credential_expires_at = Some(Some("2026-12-03T21:25:00Z".into()));
+        let first = build(None, Some(1), &minted);
+        assert_eq!(
+            first.credential_expires_at.as_deref(),
+            Some("2026-12-03T21:25:00Z")
+        );
+        assert_eq!(build(Some(&first), Some(1), &minted), first, "stable");
+        let mut failing = report(false, "TokenRefreshFailed", 3);
+        failing.credential_expires_at = None;
+        assert_eq!(
+            build(Some(&first), Some(1), &failing)
+                .credential_expires_at
+                .as_deref(),
+            Some("2026-12-03T21:25:00Z"),
+            "a failed refresh keeps the expiry of the token in the copies"
+        );
+        let other = build(Some(&first), Some(1), &report(true, "Synced", 3));
+        assert_eq!(other.credential_expires_at, None);
+        assert_eq!(
+            merge_patch(Some(&first), &other)["credentialExpiresAt"],
+            serde_json::Value::Null,
+            "removed from the stored status"
+        );
+    }
+
+    #[test]
     fn unmatchable_keys_condition_is_stable_kept_and_cleared() {
         let mut odd = report(true, "Synced", 3);
         odd.key_warnings = Some(vec![
