@@ -472,14 +472,14 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
             }
             Err(failed) => {
                 // Existing copies keep the token they have: no write of any kind.
-                if let Some(expiry) = &failed.expiring {
+                if failed.expiring.is_some() {
                     publish(
                         ctx,
                         rc,
                         EventType::Warning,
                         "TokenExpiringSoon",
                         format!(
-                            "the token in the copies, {expiry}, could not be refreshed: {}",
+                            "less than an hour is left of the token in the copies: {}",
                             failed.message
                         ),
                     )
