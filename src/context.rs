@@ -40,6 +40,11 @@ pub struct Settings {
     pub max_evictions_per_minute: u32,
     /// `spec.verify`: refuse Bearer token realms on another host than the registry.
     pub forbid_cross_host_realms: bool,
+    /// The operator's own ServiceAccount (in `namespace`): `source.ecr.credentials.webIdentity`
+    /// exchanges tokens of it.
+    pub service_account: String,
+    /// `source.ecr`: never mint again sooner than this after a success.
+    pub min_token_refresh: Duration,
 }
 
 /// The reflector stores the controller reads instead of the API.
@@ -107,6 +112,8 @@ pub struct Context {
     pub pods: crate::recovery::PodWatch,
     pub evictions: crate::recovery::EvictionBudget,
     pub reported_pods: crate::recovery::Reported,
+    /// `source.ecr`: the minted token of each credential.
+    pub tokens: crate::tokens::Tokens,
     /// Findings already reported by an Event, per credential: (namespace, message).
     pub reported: Mutex<HashMap<String, std::collections::BTreeSet<(String, String)>>>,
 }

@@ -45,6 +45,7 @@ use crate::{
     source::{self, ResolvedSource},
     status::{self, CredentialsCondition, Report},
     targets::{NamespaceFacts, Selection},
+    tokens,
 };
 
 /// Periodic resync of a converged credential: repairs anything a missed event could hide.
@@ -150,6 +151,7 @@ pub async fn run(
         sa_writes,
         appeared,
         verifications: Mutex::default(),
+        tokens: crate::tokens::Tokens::default(),
         reported: Mutex::default(),
         pods,
         evictions: EvictionBudget::default(),
@@ -449,11 +451,60 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
         }
     };
     let targets = target_namespaces(ctx, &selection);
-    let resolved = source::resolve(
-        &rc.spec.source,
-        &ctx.settings.source_namespaces,
-        |ns, name| ctx.caches.source_secret(ns, name),
-    );
+    // A minted token (source.ecr) is a source like the others, with a schedule of its own.
+    let mut token: Option<tokens::Fresh> = None;
+    let resolved = match &rc.spec.source.ecr {
+        // Suspended: no AWS call either; the token in memory (if any) tells which copies are current.
+        Some(_) if rc.spec.suspend => {
+            ctx.tokens
+                .cached(&owner.name)
+                .ok_or_else(|| source::SourceError::Invalid {
+                    namespace: "spec".into(),
+                    name: "source.ecr".into(),
+                    problem: "suspended before a token was minted".into(),
+                })
+        }
+        Some(spec) => match ctx.tokens.resolve(ctx, rc, spec).await {
+            Ok(fresh) => {
+                let resolved = fresh.resolved.clone();
+                token = Some(fresh);
+                Ok(resolved)
+            }
+            Err(failed) => {
+                // Existing copies keep the token they have: no write of any kind.
+                if failed.expiring.is_some() {
+                    publish(
+                        ctx,
+                        rc,
+                        EventType::Warning,
+                        "TokenExpiringSoon",
+                        format!(
+                            "less than an hour is left of the token in the copies: {}",
+                            failed.message
+                        ),
+                    )
+                    .await;
+                }
+                let mut report = stalled_report(old, &secret_name, failed.reason, failed.message);
+                report.stalled = failed.configuration;
+                report.targets = targets.len() as u32;
+                write_status(ctx, rc, report).await?;
+                return Ok(Action::requeue(failed.retry_in));
+            }
+        },
+        None => {
+            // Not (or no longer) a minted source.
+            ctx.tokens.forget(&owner.name);
+            ctx.metrics.credential_expiry.remove(&CredentialLabels {
+                credential: owner.name.clone(),
+            });
+            source::resolve(
+                &rc.spec.source,
+                &ctx.settings.source_namespaces,
+                |ns, name| ctx.caches.source_secret(ns, name),
+            )
+        }
+    };
     let resolved: ResolvedSource = match resolved {
         Ok(r) => r,
         Err(e) => {
@@ -464,6 +515,7 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
             return Ok(Action::requeue(CONFIG_RETRY));
         }
     };
+    let expires_at = token.as_ref().map(|t| tokens::rfc3339(t.expires_at));
 
     if rc.spec.suspend {
         let view = ctx.view(rc);
@@ -492,6 +544,7 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
             credentials: CredentialsCondition::Keep,
             pods_awaiting_recovery: None,
             key_warnings: Some(key_warnings(&resolved.registries)),
+            credential_expires_at: None,
         };
         write_status(ctx, rc, report).await?;
         return Ok(Action::await_change());
@@ -544,10 +597,15 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
             .iter()
             .all(|f| f.reason == "Conflict" || f.reason == apply::NOT_OWNED);
     let (reason, message) = if ready {
-        (
-            "Synced".to_string(),
-            format!("{}/{target_count} namespaces in sync", outcome.synced),
-        )
+        let mut message = format!("{}/{target_count} namespaces in sync", outcome.synced);
+        if let Some(t) = token.as_ref().filter(|t| t.skewed) {
+            message.push_str(&format!(
+                "; the token's expiry {} is not in the future (clock skew?): it is minted again every {}s",
+                tokens::rfc3339(t.expires_at),
+                ctx.settings.min_token_refresh.as_secs()
+            ));
+        }
+        ("Synced".to_string(), message)
     } else {
         let first = outcome.failures.first();
         let reason = if only_conflicts {
@@ -603,6 +661,11 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
         credentials: verification(ctx, rc, &resolved).await,
         pods_awaiting_recovery: recovered.awaiting,
         key_warnings: Some(key_warnings(&resolved.registries)),
+        // Only once the token is in every copy; cleared when the source is no longer ECR.
+        credential_expires_at: match &expires_at {
+            Some(at) => ready.then(|| Some(at.clone())),
+            None => Some(None),
+        },
     };
     let mut reasons: BTreeMap<String, u32> = BTreeMap::new();
     for f in &outcome.failures {
@@ -641,6 +704,7 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
     } else {
         backoff(ctx, &owner.name)
     };
+    let next = token.as_ref().map_or(next, |t| next.min(t.refresh_in));
     Ok(Action::requeue(
         recovered.retry.map_or(next, |r| r.min(next)),
     ))
@@ -954,6 +1018,7 @@ fn stalled_report(
         credentials: CredentialsCondition::Keep,
         pods_awaiting_recovery: None,
         key_warnings: None,
+        credential_expires_at: None,
     }
 }
 
@@ -1197,6 +1262,7 @@ async fn teardown(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Erro
         });
     }
     ctx.metrics.forget(&owner.name);
+    ctx.tokens.forget(&owner.name);
     ctx.forget_findings(&owner.name);
     ctx.reported_pods.forget(&owner.name);
     ctx.evictions.forget(&owner.name);

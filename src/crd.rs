@@ -43,7 +43,7 @@ pub const FINALIZER: &str = "regcred.dev/cleanup";
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RegistryCredentialSpec {
-    /// Where the credential comes from: exactly one of `secretRef` or `registries`.
+    /// Where the credential comes from: exactly one of `secretRef`, `registries` or `ecr`.
     pub source: CredentialSource,
 
     /// Name of the Secret created in each target namespace. Defaults to `metadata.name`.
@@ -142,10 +142,10 @@ fn default_service_accounts() -> Vec<String> {
     vec!["default".to_string()]
 }
 
-/// The source of the credential. Exactly one of `secretRef` or `registries`.
+/// The source of the credential. Exactly one of `secretRef`, `registries` or `ecr`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.secretRef) != has(self.registries)").message("exactly one of source.secretRef or source.registries must be set"))]
+#[x_kube(validation = Rule::new("(has(self.secretRef) ? 1 : 0) + (has(self.registries) ? 1 : 0) + (has(self.ecr) ? 1 : 0) == 1").message("exactly one of source.secretRef, source.registries or source.ecr must be set"))]
 pub struct CredentialSource {
     /// An existing Secret in one of the operator's allowed source namespaces, of type
     /// `kubernetes.io/dockerconfigjson`, legacy `kubernetes.io/dockercfg`, or `Opaque` with a
@@ -157,6 +157,77 @@ pub struct CredentialSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub registries: Option<Vec<RegistryLogin>>,
+
+    /// Mint Amazon ECR authorization tokens (valid 12 hours) with `GetAuthorizationToken` and
+    /// refresh them before they expire: one entry per registry, user name `AWS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ecr: Option<EcrSource>,
+}
+
+/// Amazon ECR: where to mint tokens and with which AWS credentials.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct EcrSource {
+    /// AWS region of the registries, e.g. `us-east-1`.
+    #[schemars(
+        length(min = 1, max = 32),
+        regex(pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$")
+    )]
+    pub region: String,
+
+    /// 12-digit AWS account ids of the registries; default: the account of the credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 10), inner(regex(pattern = r"^[0-9]{12}$")))]
+    pub registry_ids: Option<Vec<String>>,
+
+    /// Endpoint of the ECR API instead of `https://api.ecr.<region>.amazonaws.com`, e.g. a VPC
+    /// endpoint. `https://`, or `http://` to a loopback address only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub endpoint: Option<String>,
+
+    /// The AWS credentials that mint the tokens: exactly one of `secretRef` or `webIdentity`.
+    pub credentials: AwsCredentialSource,
+}
+
+/// AWS credentials: exactly one of `secretRef` or `webIdentity`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.secretRef) != has(self.webIdentity)").message("exactly one of source.ecr.credentials.secretRef or source.ecr.credentials.webIdentity must be set"))]
+pub struct AwsCredentialSource {
+    /// A Secret in an allowed source namespace with the keys `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY` and optionally `AWS_SESSION_TOKEN`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretReference>,
+
+    /// Assume an IAM role with a token of the operator's own ServiceAccount (TokenRequest), through
+    /// STS `AssumeRoleWithWebIdentity` (IAM roles for service accounts, outside AWS too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_identity: Option<WebIdentity>,
+}
+
+/// An IAM role assumed with a ServiceAccount token of the operator.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct WebIdentity {
+    /// ARN of the role, e.g. `arn:aws:iam::123456789012:role/puller`.
+    #[schemars(
+        length(min = 20, max = 2048),
+        regex(pattern = r"^arn:[a-z-]+:iam::[0-9]{12}:role/.+$")
+    )]
+    pub role_arn: String,
+
+    /// Audience of the ServiceAccount token, as configured on the IAM OIDC provider. Default
+    /// `sts.amazonaws.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub audience: Option<String>,
+
+    /// Endpoint of STS instead of `https://sts.<region>.amazonaws.com`. `https://`, or `http://`
+    /// to a loopback address only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub sts_endpoint: Option<String>,
 }
 
 /// A reference to a Secret by namespace and name.
@@ -254,6 +325,10 @@ pub struct RegistryCredentialStatus {
     /// resourceVersion(s) of the source Secret(s) last propagated; changes only on rotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synced_source_version: Option<String>,
+    /// With `source.ecr`: when the token in the copies expires (RFC 3339). Changes only when a
+    /// new token is minted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_expires_at: Option<String>,
     /// Up to 10 namespaces with a problem.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<NamespaceFailure>,
@@ -361,7 +436,7 @@ mod tests {
         );
         assert_eq!(crd.spec.names.categories, None, "not in `kubectl get all`");
         let yaml = crd_yaml();
-        assert!(yaml.contains("has(self.secretRef) != has(self.registries)"));
+        assert!(yaml.contains("(has(self.secretRef) ? 1 : 0) + (has(self.registries) ? 1 : 0)"));
         assert!(
             !yaml.contains("uint32"),
             "Kubernetes knows int32/int64 only"

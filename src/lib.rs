@@ -1,7 +1,7 @@
 //! regcred-operator: keeps `kubernetes.io/dockerconfigjson` Secrets and ServiceAccount
 //! `imagePullSecrets` in sync across namespaces from one cluster-scoped `RegistryCredential`.
 //!
-//! A reconcile is a pipeline: [`source`] and [`targets`] resolve what is wanted from the caches,
+//! A reconcile is a pipeline: [`source`] (with [`ecr`] minting tokens) and [`targets`] resolve what is wanted from the caches,
 //! [`plan`] decides the writes (pure), [`apply`] carries them out and prunes, [`status`] reports.
 
 pub mod apply;
@@ -10,6 +10,7 @@ pub mod controller;
 pub mod crd;
 pub mod dockerconfig;
 pub mod doctor;
+pub mod ecr;
 pub mod error;
 pub mod http;
 pub mod lease;
@@ -27,3 +28,4 @@ pub mod source;
 pub mod status;
 pub mod targets;
 pub mod telemetry;
+pub mod tokens;

@@ -79,6 +79,19 @@ struct RunArgs {
     /// registry (by default such a realm, like Docker Hub's auth.docker.io, is allowed and named).
     #[arg(long, env = "REGCRED_FORBID_CROSS_HOST_REALMS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     forbid_cross_host_realms: bool,
+    /// The operator's own ServiceAccount (in --namespace): `source.ecr` with `webIdentity`
+    /// requests tokens of it (TokenRequest) to exchange with STS.
+    #[arg(
+        long,
+        env = "REGCRED_SERVICE_ACCOUNT",
+        default_value = "regcred-operator"
+    )]
+    service_account: String,
+    /// `source.ecr`: a token is minted again when less than half of its lifetime remains, but
+    /// never sooner than this many seconds after the last mint (also the refresh interval when an
+    /// endpoint answers with an expiry that is not in the future, e.g. because of clock skew).
+    #[arg(long, env = "REGCRED_MIN_TOKEN_REFRESH_SECONDS", default_value_t = 300)]
+    min_token_refresh_seconds: u64,
 }
 
 #[derive(clap::Args)]
@@ -258,6 +271,8 @@ async fn run(args: RunArgs) -> Result<(), String> {
         credential_selector: args.selector,
         max_evictions_per_minute: args.max_evictions_per_minute,
         forbid_cross_host_realms: args.forbid_cross_host_realms,
+        service_account: args.service_account,
+        min_token_refresh: std::time::Duration::from_secs(args.min_token_refresh_seconds.max(1)),
     };
     let election = args.leader_election.then(|| Election {
         lease_name: args.lease_name,

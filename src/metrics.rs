@@ -30,8 +30,18 @@ pub struct FailureLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MintLabels {
+    pub credential: String,
+    pub result: &'static str,
+}
+
 pub struct Metrics {
     pub registry: Registry,
+    /// `source.ecr`: when the token in the copies expires (Unix seconds).
+    pub credential_expiry: Family<CredentialLabels, Gauge>,
+    /// `source.ecr`: tokens minted (or attempts that failed), per credential.
+    pub token_mints: Family<MintLabels, Counter>,
     pub reconciles: Family<ResultLabels, Counter>,
     pub reconcile_duration: Histogram,
     pub targeted: Family<CredentialLabels, Gauge>,
@@ -122,8 +132,22 @@ impl Default for Metrics {
             "1 while pods are watched (some RegistryCredential has podRecovery on)",
             pod_watch.clone(),
         );
+        let credential_expiry = Family::<CredentialLabels, Gauge>::default();
+        registry.register(
+            "credential_expiry_timestamp_seconds",
+            "When the minted registry token in the copies expires (Unix time)",
+            credential_expiry.clone(),
+        );
+        let token_mints = Family::<MintLabels, Counter>::default();
+        registry.register(
+            "token_mints",
+            "Registry tokens minted, by result (success, error)",
+            token_mints.clone(),
+        );
         Self {
             registry,
+            credential_expiry,
+            token_mints,
             pod_watch,
             pods_recovered,
             pods_awaiting_recovery,
@@ -185,6 +209,13 @@ impl Metrics {
         self.targeted.remove(&labels);
         self.synced.remove(&labels);
         self.pods_awaiting_recovery.remove(&labels);
+        self.credential_expiry.remove(&labels);
+        for result in ["success", "error"] {
+            self.token_mints.remove(&MintLabels {
+                credential: credential.into(),
+                result,
+            });
+        }
         self.clear_failures(credential);
     }
 

@@ -19,6 +19,7 @@ pub const DOCKERCFG_TYPE: &str = "kubernetes.io/dockercfg";
 pub const DOCKERCFG_KEY: &str = ".dockercfg";
 
 /// A validated source, ready to be copied.
+#[derive(Clone)]
 pub struct ResolvedSource {
     /// Compact JSON of the `.dockerconfigjson` to write.
     pub data: Vec<u8>,
@@ -80,6 +81,13 @@ pub fn referenced_secrets(source: &CredentialSource) -> Vec<(&str, &str)> {
                 l.password_secret_ref.name.as_str(),
             )
         }))
+        .chain(
+            source
+                .ecr
+                .iter()
+                .filter_map(|e| e.credentials.secret_ref.as_ref())
+                .map(|r| (r.namespace.as_str(), r.name.as_str())),
+        )
         .collect();
     refs.sort_unstable();
     refs.dedup();
@@ -111,8 +119,8 @@ pub fn resolve(
         problem,
     };
 
-    let (config, version) = match (&source.secret_ref, &source.registries) {
-        (Some(r), None) => {
+    let (config, version) = match (&source.secret_ref, &source.registries, &source.ecr) {
+        (Some(r), None, None) => {
             let secret = fetch(&r.namespace, &r.name)?;
             let config =
                 config_from_secret(&secret).map_err(|p| invalid(&r.namespace, &r.name, p))?;
@@ -121,7 +129,7 @@ pub fn resolve(
                 secret.metadata.resource_version.clone().unwrap_or_default(),
             )
         }
-        (None, Some(logins)) => {
+        (None, Some(logins), None) => {
             let mut versions = Vec::new();
             let mut built = Vec::with_capacity(logins.len());
             for login in logins {
@@ -147,7 +155,9 @@ pub fn resolve(
             return Err(SourceError::Invalid {
                 namespace: "spec".into(),
                 name: "source".into(),
-                problem: "exactly one of source.secretRef or source.registries must be set".into(),
+                problem:
+                    "exactly one of source.secretRef, source.registries or source.ecr must be set"
+                        .into(),
             });
         }
     };
@@ -284,6 +294,7 @@ mod tests {
                 name: name.into(),
             }),
             registries: None,
+            ecr: None,
         }
     }
 
@@ -444,6 +455,7 @@ mod tests {
                 },
                 email: Some("ops@example.com".into()),
             }]),
+            ecr: None,
         }
     }
 

@@ -40,6 +40,8 @@ pub struct Report {
     /// Registry keys of the source the kubelet will not match as written, each with why
     /// (`UnmatchableRegistryKeys`); `None` keeps the previous condition (source not read).
     pub key_warnings: Option<Vec<String>>,
+    /// `status.credentialExpiresAt`: `None` keeps the previous value, `Some(None)` clears it.
+    pub credential_expires_at: Option<Option<String>>,
 }
 
 /// Condition present while the source has registry keys the kubelet will not match as written.
@@ -215,6 +217,10 @@ pub fn build(
             .source_version
             .clone()
             .or_else(|| old.and_then(|s| s.synced_source_version.clone())),
+        credential_expires_at: match &report.credential_expires_at {
+            Some(at) => at.clone(),
+            None => old.and_then(|s| s.credential_expires_at.clone()),
+        },
         failures,
         pods_awaiting_recovery: report
             .pods_awaiting_recovery
@@ -259,7 +265,36 @@ mod tests {
             credentials: CredentialsCondition::Off,
             pods_awaiting_recovery: None,
             key_warnings: Some(vec![]),
+            credential_expires_at: Some(None),
         }
+    }
+
+    #[test]
+    fn credential_expiry_is_set_kept_and_cleared() {
+        let mut minted = report(true, "Synced", 3);
+        minted.credential_expires_at = Some(Some("2026-12-03T21:25:00Z".into()));
+        let first = build(None, Some(1), &minted);
+        assert_eq!(
+            first.credential_expires_at.as_deref(),
+            Some("2026-12-03T21:25:00Z")
+        );
+        assert_eq!(build(Some(&first), Some(1), &minted), first, "stable");
+        let mut failing = report(false, "TokenRefreshFailed", 3);
+        failing.credential_expires_at = None;
+        assert_eq!(
+            build(Some(&first), Some(1), &failing)
+                .credential_expires_at
+                .as_deref(),
+            Some("2026-12-03T21:25:00Z"),
+            "a failed refresh keeps the expiry of the token in the copies"
+        );
+        let other = build(Some(&first), Some(1), &report(true, "Synced", 3));
+        assert_eq!(other.credential_expires_at, None);
+        assert_eq!(
+            merge_patch(Some(&first), &other)["credentialExpiresAt"],
+            serde_json::Value::Null,
+            "removed from the stored status"
+        );
     }
 
     #[test]

@@ -62,8 +62,10 @@ health_port=$(free_port)
 metrics_port=$(free_port)
 mkdir -p "$dir/logs"
 # Credentials labelled regcred.dev/test-instance belong to operators that single tests start.
+# The ECR tests use tokens of 20 s; the floor of the refresh schedule is lowered to match.
 KUBECONFIG=$dir/operator.kubeconfig RUST_LOG=${OPERATOR_LOG_LEVEL:-trace} "$bin" run \
   --namespace regcred-system --source-namespaces regcred-system --selector '!regcred.dev/test-instance' \
+  --min-token-refresh-seconds 5 \
   --metrics-addr "127.0.0.1:$metrics_port" --health-addr "127.0.0.1:$health_port" >"$dir/logs/operator.log" 2>&1 &
 operator_pid=$!
 for _ in $(seq 1 300); do

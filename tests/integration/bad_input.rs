@@ -261,13 +261,61 @@ async fn api_server_rejects_invalid_objects() {
             "both source forms",
             unique("both"),
             json!({"source": {"secretRef": src, "registries": [login]}}),
-            "exactly one of source.secretRef or source.registries",
+            "exactly one of source.secretRef, source.registries or source.ecr",
         ),
         (
             "neither source form",
             unique("neither"),
             json!({"source": {}}),
-            "exactly one of source.secretRef or source.registries",
+            "exactly one of source.secretRef, source.registries or source.ecr",
+        ),
+        (
+            "secretRef and ecr",
+            unique("both-ecr"),
+            json!({"source": {"secretRef": src, "ecr": {"region": "us-east-1", "credentials": {"secretRef": src}}}}),
+            "exactly one of source.secretRef, source.registries or source.ecr",
+        ),
+        (
+            "ecr with an empty region",
+            unique("ecr-region"),
+            json!({"source": {"ecr": {"region": "", "credentials": {"secretRef": src}}}}),
+            "spec.source.ecr.region",
+        ),
+        (
+            "ecr with a region that is not a region name",
+            unique("ecr-region2"),
+            json!({"source": {"ecr": {"region": "us-east-1.evil.example", "credentials": {"secretRef": src}}}}),
+            "spec.source.ecr.region",
+        ),
+        (
+            "ecr with both credential forms",
+            unique("ecr-both"),
+            json!({"source": {"ecr": {"region": "us-east-1", "credentials": {"secretRef": src, "webIdentity": {"roleArn": "arn:aws:iam::123456789012:role/puller"}}}}}),
+            "exactly one of source.ecr.credentials.secretRef or source.ecr.credentials.webIdentity",
+        ),
+        (
+            "ecr with no credentials form",
+            unique("ecr-neither"),
+            json!({"source": {"ecr": {"region": "us-east-1", "credentials": {}}}}),
+            "exactly one of source.ecr.credentials.secretRef or source.ecr.credentials.webIdentity",
+        ),
+        (
+            "ecr without credentials",
+            unique("ecr-nocreds"),
+            json!({"source": {"ecr": {"region": "us-east-1"}}}),
+            "spec.source.ecr.credentials: Required value",
+        ),
+        (
+            "ecr with a registry id that is not an account id",
+            unique("ecr-id"),
+            json!({"source": {"ecr": {"region": "us-east-1", "registryIds": ["12345"], "credentials": {"secretRef": src}}}}),
+            "spec.source.ecr.registryIds[0]",
+        ),
+        (
+            "webIdentity with a roleArn that is not a role",
+            unique("ecr-arn"),
+            json!({"source": {"ecr": {"region": "us-east-1", "credentials": {"webIdentity": {"roleArn": "arn:aws:iam::123456789012:user/puller"}}}}}),
+            "spec.source.ecr.credentials.webIdentity.roleArn",
         ),
         (
             "invalid secretName",
@@ -421,4 +469,41 @@ async fn keys_the_kubelet_cannot_match_are_reported() {
     })
     .await;
     assert_nothing_leaked(&client, &s.name, &[&pw]).await;
+}
+
+/// A misspelt field of the ECR source is refused as `kubectl apply` (strict field validation, its
+/// default) sends it, not silently dropped.
+#[tokio::test]
+async fn unknown_ecr_fields_are_refused_by_strict_validation() {
+    let client = admin().await;
+    let resource = kube::api::ApiResource::erase::<RegistryCredential>(&());
+    let api: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &resource);
+    let keys = json!({"namespace": SOURCE_NS, "name": "x"});
+    // One unknown field per case: the server may name only the first it finds.
+    let cases = [
+        (
+            json!({"region": "us-east-1", "regsitryIds": ["123456789012"], "credentials": {"secretRef": keys}}),
+            ".spec.source.ecr.regsitryIds: field not declared in schema",
+        ),
+        (
+            json!({"region": "us-east-1", "credentials": {"secretRef": keys, "roleArn": "x"}}),
+            ".spec.source.ecr.credentials.roleArn: field not declared in schema",
+        ),
+    ];
+    for (ecr, expected) in cases {
+        let name = unique("ecr-typo");
+        let body = json!({
+            "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential",
+            "metadata": {"name": name},
+            "spec": {"source": {"ecr": ecr}},
+        });
+        let params = kube::api::PatchParams::apply("bad-input-test").validation_strict();
+        match api
+            .patch(&name, &params, &kube::api::Patch::Apply(&body))
+            .await
+        {
+            Err(kube::Error::Api(s)) => assert!(s.message.contains(expected), "{}", s.message),
+            other => panic!("the API server must refuse unknown fields, got {other:?}"),
+        }
+    }
 }

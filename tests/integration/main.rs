@@ -9,6 +9,7 @@ mod catalogue;
 mod confinement;
 mod conflicts;
 mod doctor;
+mod ecr;
 mod fanout;
 mod faults;
 mod foundation;
