@@ -28,6 +28,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     apply::{Apply, Failure},
+    contests,
     context::{Appearances, CONFLICT_RECHECK, Caches, Context, Settings},
     crd::{CREDENTIAL_LABEL, FINALIZER, MANAGED_BY_LABEL, MANAGER, RegistryCredential},
     dockerconfig::DockerConfig,
@@ -144,6 +145,7 @@ pub async fn run(
         sa_writes,
         appeared,
         verifications: Mutex::default(),
+        contests: Default::default(),
         conflicts: Mutex::default(),
         failures: Mutex::default(),
     });
@@ -471,6 +473,12 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
     let ready = outcome.failures.is_empty() && outcome.synced == target_count;
     let only_conflicts =
         !outcome.failures.is_empty() && outcome.failures.iter().all(|f| f.reason == "Conflict");
+    // Waiting for a person: another Secret in the way, or another tool removing our entries.
+    let stalled = !outcome.failures.is_empty()
+        && outcome
+            .failures
+            .iter()
+            .all(|f| f.reason == "Conflict" || f.reason == contests::REASON);
     let (reason, message) = if ready {
         (
             "Synced".to_string(),
@@ -501,7 +509,7 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
         ready,
         reason,
         message,
-        stalled: only_conflicts,
+        stalled,
         secret_name,
         targets: target_count,
         synced: outcome.synced,
@@ -540,8 +548,12 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
     let resync = rc.spec.verify.as_ref().map_or(RESYNC, |v| {
         RESYNC.min(Duration::from_secs(v.interval_seconds.max(10).into()))
     });
+    let contest_retry = ctx.contests.next_retry(&owner.name, Instant::now());
     Ok(if ready {
         Action::requeue(resync)
+    } else if let Some(retry) = contest_retry.filter(|_| stalled) {
+        // Restore once more when the backoff ends (or on the next change, whichever is first).
+        Action::requeue(retry.min(CONFLICT_RECHECK) + Duration::from_secs(1))
     } else if only_conflicts {
         Action::requeue(CONFLICT_RECHECK + Duration::from_secs(1))
     } else {
@@ -830,6 +842,7 @@ async fn teardown(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Erro
         });
     }
     ctx.metrics.forget(&owner.name);
+    ctx.contests.forget(&owner.name);
     info!(credential = %owner.name, policy = ?rc.spec.deletion_policy, "cleaned up");
     Ok(Action::await_change())
 }
