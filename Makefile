@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 
-.PHONY: help deps build release lint unit integration test cluster-up cluster-down demo crd bench bench-smoke fuzz
+.PHONY: help deps build release lint unit gitops integration test cluster-up cluster-down demo crd bench bench-smoke fuzz
 
 help:
 	@echo "make demo          build, start a local control plane, install the CRD, apply examples/, run the operator"
@@ -33,10 +33,14 @@ release: deps
 unit: deps
 	cargo test --lib --bins
 
+## The Argo CD health check's own tests (health_test.yaml) and kstatus, under the tools' engines.
+gitops: deps
+	cd tests/gitops && GOTOOLCHAIN=local GOFLAGS=-mod=mod go test ./...
+
 integration: deps
 	tests/run-integration.sh
 
-test: lint unit release integration bench-smoke
+test: lint unit gitops release integration bench-smoke
 
 crd:
 	cargo run --quiet -- crd > crds/registrycredential.yaml
