@@ -10,6 +10,7 @@ mod doctor;
 mod fanout;
 mod faults;
 mod foundation;
+mod gitops;
 mod lifecycle;
 mod operate;
 mod packaging;
