@@ -692,6 +692,13 @@ fn stalled_report(
 /// problem, its message): Events mark transitions, not passes.
 async fn write_status(ctx: &Context, rc: &RegistryCredential, report: Report) -> Result<(), Error> {
     let old = rc.status.as_ref();
+    let name = rc.name_any();
+    ctx.metrics.set_ready(&name, report.ready);
+    match &report.credentials {
+        CredentialsCondition::Set { valid, .. } => ctx.metrics.set_verified(&name, Some(*valid)),
+        CredentialsCondition::Off => ctx.metrics.set_verified(&name, None),
+        CredentialsCondition::Keep => {}
+    }
     let new = status::build(old, rc.metadata.generation, &report);
     if old == Some(&new) {
         return Ok(());
@@ -704,7 +711,6 @@ async fn write_status(ctx: &Context, rc: &RegistryCredential, report: Report) ->
                 || (!report.ready && c.message != report.message && report.stalled)
         }
     };
-    let name = rc.name_any();
     let api = Api::<RegistryCredential>::all(ctx.client.clone());
     api.patch_status(
         &name,
