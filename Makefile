@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 
-.PHONY: help deps build release lint unit gitops integration test cluster-up cluster-down demo crd bench bench-smoke fuzz
+.PHONY: help deps build release lint unit gitops integration test krew cluster-up cluster-down demo crd bench bench-smoke fuzz
 
 help:
 	@echo "make demo          build, start a local control plane, install the CRD, apply examples/, run the operator"
@@ -45,6 +45,15 @@ test: lint unit gitops release integration bench-smoke
 crd:
 	cargo run --quiet -- crd > crds/registrycredential.yaml
 	cp crds/registrycredential.yaml deploy/helm/regcred-operator/crds/registrycredential.yaml
+
+## kubectl plugin archive for this machine and its krew manifest (target/krew/).
+KREW_VERSION ?= v$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+krew: release
+	mkdir -p target/krew/pkg
+	cp target/release/regcred-operator target/krew/pkg/kubectl-regcred
+	tar -C target/krew/pkg -czf target/krew/kubectl-regcred_$$(uname -s | tr A-Z a-z)_$$(uname -m | sed 's/x86_64/amd64/;s/aarch64/arm64/').tar.gz kubectl-regcred
+	hack/krew-manifest.sh $(KREW_VERSION) target/krew/kubectl-regcred_*.tar.gz > target/krew/regcred.yaml
+	@echo "target/krew/regcred.yaml"
 
 cluster-up: deps
 	tests/controlplane/cluster.sh up $(CLUSTER_DIR)

@@ -307,3 +307,66 @@ async fn the_helm_test_hook_checks_what_the_operator_serves() {
     .await;
     assert!(!passed, "the hook's check passes without an operator");
 }
+
+#[tokio::test]
+async fn the_krew_manifest_names_the_plugin_archive_and_its_digest() {
+    let dir = std::env::temp_dir().join(unique("krew"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("kubectl-regcred"), b"#!/bin/sh\n").unwrap();
+    let archive = dir.join("kubectl-regcred_linux_amd64.tar.gz");
+    ok(
+        "tar",
+        &[
+            "-C",
+            dir.to_str().unwrap(),
+            "-czf",
+            archive.to_str().unwrap(),
+            "kubectl-regcred",
+        ],
+        None,
+    )
+    .await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/hack/krew-manifest.sh");
+    let manifest = ok(script, &["v0.1.0", archive.to_str().unwrap()], None).await;
+    let plugin: serde_yaml::Value = serde_yaml::from_str(&manifest).expect("YAML");
+    assert_eq!(
+        plugin["apiVersion"],
+        "krew.googlecontainertools.github.com/v1alpha2"
+    );
+    assert_eq!(plugin["kind"], "Plugin");
+    assert_eq!(plugin["metadata"]["name"], "regcred");
+    assert_eq!(plugin["spec"]["version"], "v0.1.0");
+    let platform = &plugin["spec"]["platforms"][0];
+    assert_eq!(platform["selector"]["matchLabels"]["os"], "linux");
+    assert_eq!(platform["selector"]["matchLabels"]["arch"], "amd64");
+    assert_eq!(platform["bin"], "kubectl-regcred");
+    assert!(
+        platform["uri"]
+            .as_str()
+            .unwrap()
+            .ends_with("/v0.1.0/kubectl-regcred_linux_amd64.tar.gz")
+    );
+    let digest = ok("sha256sum", &[archive.to_str().unwrap()], None).await;
+    assert_eq!(
+        platform["sha256"].as_str().unwrap(),
+        digest.split_whitespace().next().unwrap()
+    );
+    // An archive without the plugin binary is refused.
+    std::fs::write(dir.join("other"), b"x").unwrap();
+    let wrong = dir.join("kubectl-regcred_linux_arm64.tar.gz");
+    ok(
+        "tar",
+        &[
+            "-C",
+            dir.to_str().unwrap(),
+            "-czf",
+            wrong.to_str().unwrap(),
+            "other",
+        ],
+        None,
+    )
+    .await;
+    let (made, _, _) = run(script, &["v0.1.0", wrong.to_str().unwrap()], None).await;
+    assert!(!made);
+    std::fs::remove_dir_all(dir).ok();
+}

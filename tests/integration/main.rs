@@ -13,6 +13,7 @@ mod faults;
 mod foundation;
 mod gitops;
 mod lifecycle;
+mod monitoring;
 mod operate;
 mod packaging;
 mod registry;
