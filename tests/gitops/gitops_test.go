@@ -13,7 +13,7 @@ func TestArgoCDHealthTestsPass(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cases < 9 {
+	if cases < 10 {
 		t.Fatalf("only %d cases in health_test.yaml", cases)
 	}
 	for _, f := range failures {
@@ -53,15 +53,16 @@ func TestKstatusOfTheTestdata(t *testing.T) {
 	for file, want := range map[string]string{
 		// kstatus cannot tell "no status yet" from "nothing to report": the operator writes its
 		// first status within a moment of the object's creation.
-		"progressing_noStatus.yaml":      "Current",
-		"healthy_synced.yaml":            "Current",
-		"progressing_generationLag.yaml": "InProgress",
-		"progressing_fanOut.yaml":        "InProgress",
-		"degraded_invalidSource.yaml":    "Failed",
-		"degraded_conflict.yaml":         "Failed",
-		"degraded_failingNamespace.yaml": "InProgress",
-		"suspended.yaml":                 "Failed",
-		"progressing_deleting.yaml":      "Terminating",
+		"progressing_noStatus.yaml":             "Current",
+		"healthy_synced.yaml":                   "Current",
+		"progressing_generationLag.yaml":        "InProgress",
+		"progressing_fanOut.yaml":               "InProgress",
+		"degraded_invalidSource.yaml":           "Failed",
+		"degraded_conflict.yaml":                "Failed",
+		"degraded_failingNamespace.yaml":        "InProgress",
+		"suspended.yaml":                        "Failed",
+		"progressing_deleting.yaml":             "Terminating",
+		"degraded_serviceAccountContested.yaml": "Failed",
 	} {
 		object, err := readObjectFile(filepath.Join(checkDir, "testdata", file))
 		if err != nil {
