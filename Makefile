@@ -13,6 +13,8 @@ help:
 	@echo "make crd           regenerate crds/registrycredential.yaml from the Rust types"
 	@echo "make bench         the benchmark (N=1000 by default; results in target/bench/)"
 	@echo "make fuzz          run every fuzz target FUZZ_SECONDS (default 60) each; needs a nightly toolchain"
+	@echo "make gitops        the Argo CD health check's tests and kstatus, under the tools' own engines"
+	@echo "make krew          the kubectl-regcred plugin archive and its krew manifest (target/krew/)"
 
 ## Installs what the build and the tests need (Debian packages, Rust components); quick when present.
 deps:
