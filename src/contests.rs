@@ -3,8 +3,8 @@
 //! A restoration is a write that puts back an entry our annotation still records as ours: someone
 //! removed the entry and left our bookkeeping (a GitOps tool applying the ServiceAccount with its
 //! own list, say). Restoring at once is right for a one-off edit; against a writer that removes it
-//! again every time, it is a hot loop of two controllers. So after more than [`MAX_RESTORES`]
-//! restorations of one entry within [`WINDOW`], the entry is left alone for a backoff (30 s,
+//! again every time, it is a hot loop of two controllers. So once one entry has been restored
+//! [`MAX_RESTORES`] times within [`WINDOW`], the next removal leaves it alone for a backoff (30 s,
 //! doubling up to 10 minutes) and the namespace is reported as `ServiceAccountContested`; after
 //! the backoff it is restored once more, and a quiet [`FORGET_AFTER`] resets the backoff.
 

@@ -117,7 +117,7 @@ async fn argo_cd_and_kstatus_judge_live_credentials_through_their_lifecycle() {
     )
     .await;
     let key = unique("gitops");
-    let first = namespace(&client, "gitops", &[(&key, "yes")]).await;
+    namespace(&client, "gitops", &[(&key, "yes")]).await;
     let (source, password) = source_secret(&client).await;
     let name = unique("gitops");
     let spec = json!({
@@ -149,7 +149,7 @@ async fn argo_cd_and_kstatus_judge_live_credentials_through_their_lifecycle() {
     wait_judged(&name, "Degraded", "Rejected: ", "InProgress").await;
     let (argo, _) = judged(&name).await;
     assert!(argo.1.contains(&refusing), "{argo:?}");
-    remove_refusal(&client, &refusing).await;
+    remove_refusal(&refusing).await;
     wait_judged(&name, "Healthy", "3/3 namespaces in sync", "Current").await;
 
     // A problem a person must fix (the source is gone): Stalled. Degraded, and Failed for Flux.
@@ -169,7 +169,6 @@ async fn argo_cd_and_kstatus_judge_live_credentials_through_their_lifecycle() {
     operator.assert_running();
     assert_nothing_leaked(&client, &name, &[&password, &rotated]).await;
     delete_credential(&client, &name).await;
-    let _ = (first, second);
 }
 
 #[tokio::test]
@@ -268,7 +267,7 @@ async fn refusing_namespace(client: &Client, key: &str) -> String {
     ns
 }
 
-async fn remove_refusal(_client: &Client, ns: &str) {
+async fn remove_refusal(ns: &str) {
     let policy = format!("regcred-test-refuse-{ns}");
     ok(
         "kubectl",
