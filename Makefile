@@ -3,11 +3,12 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 
-.PHONY: help deps build release lint unit gitops integration test krew cluster-up cluster-down demo crd bench bench-smoke fuzz
+.PHONY: help deps build release lint unit gitops integration test-repeat test krew cluster-up cluster-down demo crd bench bench-smoke fuzz
 
 help:
 	@echo "make demo          build, start a local control plane, install the CRD, apply examples/, run the operator"
 	@echo "make test          fmt, clippy, unit tests and integration tests on a private local control plane"
+	@echo "make test-repeat   the integration suite REPEAT times (default 5) on fresh clusters, failures per test"
 	@echo "make cluster-up    start the local control plane (admin kubeconfig: .cluster/kubeconfig)"
 	@echo "make cluster-down  stop it"
 	@echo "make crd           regenerate crds/registrycredential.yaml from the Rust types"
@@ -41,6 +42,11 @@ gitops: deps
 
 integration: deps
 	tests/run-integration.sh
+
+## The integration suite REPEAT times against fresh clusters, with the failures per test.
+REPEAT ?= 5
+test-repeat: deps
+	REPEAT=$(REPEAT) tests/repeat-integration.sh
 
 test: lint unit gitops release integration bench-smoke
 

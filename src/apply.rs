@@ -16,13 +16,16 @@ use tracing::{debug, info, warn};
 use crate::{
     contests::Verdict,
     context::Context,
-    crd::{CREDENTIAL_LABEL, ConflictPolicy, MANAGED_BY_LABEL, MANAGER},
+    crd::{CREDENTIAL_LABEL, ConflictPolicy, CredentialSource, MANAGED_BY_LABEL, MANAGER},
     error::{Error, namespace_terminating, status_code},
     overlay,
     plan::{self, CleanupPlan, Owner, Ownership, Plan, SaChange, SecretStep, TargetPlan},
     service_accounts::{self, Want},
-    source::{DOCKER_CONFIG_JSON_TYPE, DOCKERCFG_TYPE},
+    source::{self, DOCKER_CONFIG_JSON_TYPE, DOCKERCFG_TYPE},
 };
+
+/// Reason of a Secret that carries our labels without being provably ours.
+pub const NOT_OWNED: &str = "NotOwned";
 
 /// Attempts at a ServiceAccount write that keeps losing races with other writers.
 const SA_WRITE_ATTEMPTS: usize = 8;
@@ -44,6 +47,14 @@ impl Failure {
         }
     }
 
+    fn not_owned(namespace: &str, message: String) -> Self {
+        Failure {
+            namespace: namespace.into(),
+            reason: NOT_OWNED.into(),
+            message,
+        }
+    }
+
     fn from_error(namespace: &str, e: &Error) -> Self {
         Failure {
             namespace: namespace.into(),
@@ -60,6 +71,8 @@ pub enum TargetOutcome {
     Synced { service_accounts: u32 },
     /// The namespace is being deleted: skipped quietly.
     Terminating,
+    /// Written, but its `default` ServiceAccount is not in the cache yet.
+    AwaitingDefaultAccount,
     Failed {
         failure: Failure,
         service_accounts: u32,
@@ -71,8 +84,12 @@ pub enum TargetOutcome {
 pub struct Outcome {
     pub synced: u32,
     pub terminating: u32,
+    /// Namespaces whose `default` ServiceAccount has not reached the cache yet.
+    pub awaiting_default_account: u32,
     pub patched_service_accounts: u32,
     pub failures: Vec<Failure>,
+    /// Secrets outside the targets that carry our labels without being ours: reported only.
+    pub unowned: Vec<Failure>,
     /// Namespaces whose Secret was adopted in this pass.
     pub adopted: Vec<String>,
 }
@@ -84,6 +101,8 @@ pub struct Apply<'a> {
     pub secret_name: &'a str,
     pub data: &'a [u8],
     pub conflict_policy: ConflictPolicy,
+    /// The credential's own source: never deleted, whatever the caches say.
+    pub source: &'a CredentialSource,
 }
 
 impl Apply<'_> {
@@ -103,6 +122,7 @@ impl Apply<'_> {
                     outcome.patched_service_accounts += service_accounts;
                 }
                 TargetOutcome::Terminating => outcome.terminating += 1,
+                TargetOutcome::AwaitingDefaultAccount => outcome.awaiting_default_account += 1,
                 TargetOutcome::Failed {
                     failure,
                     service_accounts,
@@ -113,19 +133,49 @@ impl Apply<'_> {
             }
             outcome.adopted.extend(adopted);
         }
-        outcome.failures.extend(self.cleanups(plan.cleanups).await);
+        let cleaned = self.cleanups(plan.cleanups).await;
+        outcome.failures.extend(cleaned.failures);
+        outcome.unowned = cleaned.unowned;
+        outcome.unowned.extend(plan.unowned.iter().map(|s| {
+            let (ns, name) = (
+                s.metadata.namespace.as_deref().unwrap_or_default(),
+                s.metadata.name.as_deref().unwrap_or_default(),
+            );
+            Failure::not_owned(
+                ns,
+                plan::not_owned(
+                    ns,
+                    name,
+                    &self.owner.name,
+                    "no controller ownerReference of this credential",
+                ),
+            )
+        }));
         outcome
     }
 
-    /// Runs cleanups only (teardown); returns the failures.
-    pub async fn cleanups(&self, cleanups: Vec<CleanupPlan>) -> Vec<Failure> {
+    /// Runs cleanups only (teardown).
+    pub async fn cleanups(&self, cleanups: Vec<CleanupPlan>) -> Cleaned {
         let concurrency = self.ctx.settings.write_concurrency.max(1);
-        stream::iter(cleanups)
-            .map(|c| cleanup(self.ctx, self.owner, c))
+        let results: Vec<_> = stream::iter(cleanups)
+            .map(|c| self.cleanup(c))
             .buffer_unordered(concurrency)
-            .filter_map(|r| async move { r.err() })
             .collect()
-            .await
+            .await;
+        let mut cleaned = Cleaned::default();
+        for r in results {
+            match r {
+                Ok(unowned) => cleaned.unowned.extend(unowned),
+                Err(f) => cleaned.failures.push(f),
+            }
+        }
+        cleaned
+    }
+
+    /// Whether Secret `ns/name` is read as a source or password by this or any other credential.
+    fn is_source(&self, ns: &str, name: &str) -> bool {
+        source::referenced_secrets(self.source).contains(&(ns, name))
+            || self.ctx.source_reader(ns, name).is_some()
     }
 
     /// Returns the outcome and, if the Secret was adopted, the namespace.
@@ -150,6 +200,9 @@ impl Apply<'_> {
                 Err(e) => return (failed(Failure::from_error(&ns, &e)), adopted),
             }
         }
+        if target.awaiting_default_account {
+            return (TargetOutcome::AwaitingDefaultAccount, adopted);
+        }
         (
             TargetOutcome::Synced {
                 service_accounts: target.selected_service_accounts,
@@ -164,9 +217,12 @@ impl Apply<'_> {
             SecretStep::Conflict { message } => {
                 Err(StepError::Failed(Failure::conflict(ns, message)))
             }
+            SecretStep::NotOwned { message } => {
+                Err(StepError::Failed(Failure::not_owned(ns, message)))
+            }
             SecretStep::Create => self.create(ns, true).await,
             SecretStep::Update { current } => self
-                .update(ns, &current)
+                .update(ns, &current, false)
                 .await
                 .map(|()| SecretDone::Written),
             SecretStep::Recheck => self.recheck(ns).await,
@@ -203,9 +259,9 @@ impl Apply<'_> {
 
     /// Patches our fields onto `current` (ours, or being adopted) with its resourceVersion as
     /// precondition; after a 409 reads it again once. A Secret of another type is replaced.
-    async fn update(&self, ns: &str, current: &Secret) -> Result<(), StepError> {
+    async fn update(&self, ns: &str, current: &Secret, adopting: bool) -> Result<(), StepError> {
         if current.type_.as_deref() != Some(DOCKER_CONFIG_JSON_TYPE) {
-            return self.replace(ns, current).await;
+            return self.replace(ns, current, adopting).await;
         }
         let api = self.api(ns);
         let pp = PatchParams {
@@ -249,12 +305,23 @@ impl Apply<'_> {
         unreachable!("the second attempt returns")
     }
 
-    /// The type of a Secret is immutable: replace it, guarded by its uid.
-    async fn replace(&self, ns: &str, current: &Secret) -> Result<(), StepError> {
+    /// The type of a Secret is immutable: replace it, guarded by its uid and resourceVersion. A
+    /// Secret being adopted (conflictPolicy: Adopt said so) is replaced as it is; one of ours only
+    /// once proven ours.
+    async fn replace(&self, ns: &str, current: &Secret, adopting: bool) -> Result<(), StepError> {
+        if !adopting
+            && let Some(why) =
+                plan::undeletable(current, self.owner, self.is_source(ns, self.secret_name))
+        {
+            return Err(StepError::Failed(Failure::not_owned(
+                ns,
+                plan::not_owned(ns, self.secret_name, &self.owner.name, why),
+            )));
+        }
         let dp = DeleteParams {
             preconditions: Some(Preconditions {
                 uid: current.metadata.uid.clone(),
-                resource_version: None,
+                resource_version: current.metadata.resource_version.clone(),
             }),
             ..Default::default()
         };
@@ -284,11 +351,20 @@ impl Apply<'_> {
                     self.ctx.secret_writes.wrote(existing);
                     Ok(SecretDone::Unchanged)
                 } else {
-                    self.update(ns, &existing)
+                    self.update(ns, &existing, false)
                         .await
                         .map(|()| SecretDone::Written)
                 }
             }
+            Ownership::LabelledOnly => Err(StepError::Failed(Failure::not_owned(
+                ns,
+                plan::not_owned(
+                    ns,
+                    self.secret_name,
+                    &self.owner.name,
+                    "no controller ownerReference of this credential",
+                ),
+            ))),
             Ownership::OtherCredential(c) => {
                 let message = plan::held_by_other(ns, self.secret_name, &c);
                 self.ctx.record_conflict(ns, self.secret_name, &message);
@@ -313,7 +389,7 @@ impl Apply<'_> {
         }
         match type_ {
             // In place; a legacy dockercfg Secret is replaced (its type is immutable).
-            DOCKER_CONFIG_JSON_TYPE | DOCKERCFG_TYPE => self.update(ns, &existing).await?,
+            DOCKER_CONFIG_JSON_TYPE | DOCKERCFG_TYPE => self.update(ns, &existing, true).await?,
             other => {
                 return refuse(format!(
                     "Secret {ns}/{} exists and is not a registry-credential Secret (type {other}); \
@@ -497,44 +573,106 @@ fn list_writers(sa: &ServiceAccount) -> Vec<String> {
         .collect()
 }
 
-/// Removes what we did in a namespace: ServiceAccount entries first, then Secrets.
-async fn cleanup(ctx: &Context, owner: &Owner, c: CleanupPlan) -> Result<(), Failure> {
-    let ns = c.namespace;
-    let fail = |e: Error| Failure::from_error(&ns, &e);
-    for change in c.edits {
-        match write_service_account(ctx, &owner.name, change).await {
-            Err(Error::Api { source, .. }) if namespace_terminating(&source) => return Ok(()),
-            r => r.map_err(fail)?,
-        }
-    }
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    for secret in c.delete {
-        let name = secret.metadata.name.clone().unwrap_or_default();
-        let dp = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: secret.metadata.uid.clone(),
-                resource_version: None,
-            }),
-            ..Default::default()
-        };
-        match api.delete(&name, &dp).await {
-            Ok(response) => {
-                debug!(namespace = %ns, secret = %name, "deleted Secret");
-                ctx.metrics.write("secrets", "delete");
-                let version = response.left().as_ref().and_then(overlay::resource_version);
-                ctx.secret_writes.deleted(secret.as_ref(), version);
+/// What the cleanups of a pass left: failures to retry, and Secrets not provably ours (reported,
+/// never retried).
+#[derive(Debug, Default)]
+pub struct Cleaned {
+    pub failures: Vec<Failure>,
+    pub unowned: Vec<Failure>,
+}
+
+/// Attempts at deleting a copy that keeps changing between our read and our delete.
+const DELETE_ATTEMPTS: usize = 3;
+
+impl Apply<'_> {
+    /// Removes what we did in a namespace: ServiceAccount entries first, then Secrets. Returns
+    /// the Secrets left alone because they are not provably ours.
+    async fn cleanup(&self, c: CleanupPlan) -> Result<Vec<Failure>, Failure> {
+        let (ctx, owner) = (self.ctx, self.owner);
+        let ns = c.namespace;
+        let fail = |e: Error| Failure::from_error(&ns, &e);
+        for change in c.edits {
+            match write_service_account(ctx, &owner.name, change).await {
+                Err(Error::Api { source, .. }) if namespace_terminating(&source) => {
+                    return Ok(Vec::new());
+                }
+                r => r.map_err(fail)?,
             }
-            Err(e) if matches!(status_code(&e), Some(404) | Some(409)) => {
-                // Gone already, or no longer the object we made: the watch will tell.
-                ctx.secret_writes.forget(&ns, &name);
-            }
-            Err(e) => return Err(fail(Error::api("deleting", "Secret", &ns, &name, e))),
         }
+        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+        let mut unowned = Vec::new();
+        for secret in c.delete {
+            if let Some(why) = self.delete_proven(&api, &secret).await.map_err(fail)? {
+                let name = secret.metadata.name.as_deref().unwrap_or_default();
+                info!(namespace = %ns, secret = name, credential = %owner.name, why, "left a Secret that is not provably ours");
+                unowned.push(Failure::not_owned(
+                    &ns,
+                    plan::not_owned(&ns, name, &owner.name, why),
+                ));
+            }
+        }
+        for secret in c.release {
+            release(owner, &api, secret).await.map_err(fail)?;
+        }
+        Ok(unowned)
     }
-    for secret in c.release {
-        release(owner, &api, secret).await.map_err(fail)?;
+
+    /// Deletes a copy only once a fresh read (never the cache) proves it ours, with that read's
+    /// uid and resourceVersion as preconditions, so that a Secret replaced or changed meanwhile
+    /// is never hit. Returns why it was left, if it was.
+    async fn delete_proven(
+        &self,
+        api: &Api<Secret>,
+        planned: &Secret,
+    ) -> Result<Option<&'static str>, Error> {
+        let ns = planned.metadata.namespace.clone().unwrap_or_default();
+        let name = planned.metadata.name.clone().unwrap_or_default();
+        for _ in 0..DELETE_ATTEMPTS {
+            let Some(fresh) = api
+                .get_opt(&name)
+                .await
+                .map_err(|e| Error::api("reading", "Secret", &ns, &name, e))?
+            else {
+                self.ctx.secret_writes.forget(&ns, &name);
+                return Ok(None);
+            };
+            if fresh.metadata.uid != planned.metadata.uid {
+                // Replaced since the plan: not the object we planned to delete; the watch will tell.
+                self.ctx.secret_writes.forget(&ns, &name);
+                return Ok(None);
+            }
+            if let Some(why) = plan::undeletable(&fresh, self.owner, self.is_source(&ns, &name)) {
+                return Ok(Some(why));
+            }
+            let dp = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: fresh.metadata.uid.clone(),
+                    resource_version: fresh.metadata.resource_version.clone(),
+                }),
+                ..Default::default()
+            };
+            match api.delete(&name, &dp).await {
+                Ok(response) => {
+                    debug!(namespace = %ns, secret = %name, "deleted Secret");
+                    self.ctx.metrics.write("secrets", "delete");
+                    let version = response.left().as_ref().and_then(overlay::resource_version);
+                    self.ctx.secret_writes.deleted(&fresh, version);
+                    return Ok(None);
+                }
+                Err(e) if status_code(&e) == Some(404) => {
+                    self.ctx.secret_writes.forget(&ns, &name);
+                    return Ok(None);
+                }
+                // Changed between our read and our delete: read and prove again.
+                Err(e) if status_code(&e) == Some(409) => continue,
+                Err(e) => return Err(Error::api("deleting", "Secret", &ns, &name, e)),
+            }
+        }
+        Err(Error::Finalizer {
+            name: self.owner.name.clone(),
+            message: format!("Secret {ns}/{name} kept changing while being deleted"),
+        })
     }
-    Ok(())
 }
 
 /// Removes our labels and ownerReference from a Secret (deletion with `Orphan`).

@@ -17,6 +17,7 @@ use kube::{
 };
 
 use crate::{
+    apply::Failure,
     crd::RegistryCredential,
     metrics::Metrics,
     overlay::Overlay,
@@ -35,6 +36,8 @@ pub struct Settings {
     pub write_concurrency: usize,
     /// Label selector: only RegistryCredentials matching it are reconciled by this instance.
     pub credential_selector: Option<String>,
+    /// Evictions per minute per credential with `podRecovery: Evict`.
+    pub max_evictions_per_minute: u32,
 }
 
 /// The reflector stores the controller reads instead of the API.
@@ -100,6 +103,12 @@ pub struct Context {
     pub contests: crate::contests::Contests,
     /// Last credential verification per credential: when, and of which source version.
     pub verifications: Mutex<HashMap<String, (Instant, String)>>,
+    /// The pod watch of `podRecovery`, running only while a credential has it on.
+    pub pods: crate::recovery::PodWatch,
+    pub evictions: crate::recovery::EvictionBudget,
+    pub reported_pods: crate::recovery::Reported,
+    /// Findings already reported by an Event, per credential: (namespace, message).
+    pub reported: Mutex<HashMap<String, std::collections::BTreeSet<(String, String)>>>,
 }
 
 /// When the watch first delivered each newly created ServiceAccount (by uid). Only accounts created
@@ -139,16 +148,18 @@ impl Appearances {
 }
 
 impl Context {
-    /// A snapshot view for one reconcile pass, indexed once so that the pass is linear in the
-    /// size of the caches.
-    pub fn view(&self) -> CacheView<'_> {
+    /// A snapshot view for one reconcile pass of `current`, indexed once so that the pass is
+    /// linear in the size of the caches. `current`'s own sources count as sources even when the
+    /// credential cache no longer holds it (a pass for a credential being deleted).
+    pub fn view(&self, current: &RegistryCredential) -> CacheView<'_> {
         let mut sas_by_ns: HashMap<String, Vec<Arc<ServiceAccount>>> = HashMap::new();
         for sa in self.caches.service_accounts.state() {
             let ns = sa.metadata.namespace.clone().unwrap_or_default();
             sas_by_ns.entry(ns).or_default().push(sa);
         }
         let mut sources = HashMap::new();
-        for rc in self.caches.credentials.state() {
+        let cached = self.caches.credentials.state();
+        for rc in cached.iter().map(AsRef::as_ref).chain([current]) {
             for (ns, name) in crate::source::referenced_secrets(&rc.spec.source) {
                 sources.insert((ns.to_string(), name.to_string()), rc.name_any());
             }
@@ -158,6 +169,41 @@ impl Context {
             sas_by_ns,
             sources,
         }
+    }
+
+    /// A credential (from the cache) that reads Secret `namespace/name` as its source or password.
+    pub fn source_reader(&self, namespace: &str, name: &str) -> Option<String> {
+        self.caches
+            .credentials
+            .state()
+            .iter()
+            .find(|rc| {
+                crate::source::referenced_secrets(&rc.spec.source).contains(&(namespace, name))
+            })
+            .map(|rc| rc.name_any())
+    }
+
+    /// The findings of this pass that the previous pass of `credential` did not have: a finding
+    /// gets one Event while it lasts, not one per pass (and a new one if it comes back).
+    pub fn new_findings<'f>(&self, credential: &str, findings: &'f [Failure]) -> Vec<&'f Failure> {
+        let now: std::collections::BTreeSet<(String, String)> = findings
+            .iter()
+            .map(|f| (f.namespace.clone(), f.message.clone()))
+            .collect();
+        let mut reported = self.reported.lock().expect("reported lock");
+        let before = reported.insert(credential.into(), now).unwrap_or_default();
+        findings
+            .iter()
+            .filter(|f| !before.contains(&(f.namespace.clone(), f.message.clone())))
+            .collect()
+    }
+
+    /// Forgets what was reported for a credential that is gone.
+    pub fn forget_findings(&self, credential: &str) {
+        self.reported
+            .lock()
+            .expect("reported lock")
+            .remove(credential);
     }
 
     pub fn record_conflict(&self, namespace: &str, name: &str, message: &str) {
@@ -172,10 +218,6 @@ impl Context {
             .lock()
             .expect("conflicts lock")
             .remove(&(namespace.into(), name.into()));
-    }
-
-    pub fn has_conflicts(&self) -> bool {
-        !self.conflicts.lock().expect("conflicts lock").is_empty()
     }
 }
 

@@ -9,10 +9,10 @@ use std::{
 };
 
 use futures::{StreamExt, future};
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Pod, Secret, ServiceAccount};
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{Patch, PatchParams},
+    api::{EvictParams, Patch, PatchParams},
     core::PartialObjectMeta,
     runtime::{
         Controller, WatchStreamExt,
@@ -27,16 +27,19 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::{
-    apply::{Apply, Failure},
+    apply::{self, Apply, Failure},
     contests,
     context::{Appearances, CONFLICT_RECHECK, Caches, Context, Settings},
-    crd::{CREDENTIAL_LABEL, FINALIZER, MANAGED_BY_LABEL, MANAGER, RegistryCredential},
+    crd::{
+        CREDENTIAL_LABEL, FINALIZER, MANAGED_BY_LABEL, MANAGER, PodRecovery, RegistryCredential,
+    },
     dockerconfig::DockerConfig,
-    error::Error,
+    error::{Error, status_code},
     http::Health,
-    metrics::Metrics,
+    metrics::{CredentialLabels, Metrics},
     overlay::Overlay,
     plan::{self, Desired, Owner, View},
+    recovery::{self, EvictionBudget, PodWatch, Reported},
     registry::RegistryKey,
     registry_check::Checker,
     service_accounts,
@@ -119,6 +122,9 @@ pub async fn run(
     }
     let source_events = futures::stream::select_all(source_streams);
 
+    // Pods: watched only while some credential has podRecovery on.
+    let (pods, pod_events) = PodWatch::new(client.clone(), metrics.pod_watch.clone());
+
     let (ready_tx, ready) = tokio::sync::watch::channel(false);
     let caches = Caches {
         credentials: credential_store.clone(),
@@ -146,6 +152,10 @@ pub async fn run(
         appeared,
         verifications: Mutex::default(),
         contests: Default::default(),
+        reported: Mutex::default(),
+        pods,
+        evictions: EvictionBudget::default(),
+        reported_pods: Reported::default(),
         conflicts: Mutex::default(),
         failures: Mutex::default(),
     });
@@ -204,7 +214,26 @@ pub async fn run(
         }
     };
 
+    let by_pod = {
+        let (store, namespaces) = (credential_store.clone(), caches.namespaces.clone());
+        move |pod: Pod| {
+            let ns = namespaces.get(&ObjectRef::new(
+                pod.metadata.namespace.as_deref().unwrap_or_default(),
+            ));
+            store
+                .state()
+                .iter()
+                .filter(|rc| {
+                    rc.spec.pod_recovery != PodRecovery::Off
+                        && ns.as_deref().is_some_and(|ns| targets_namespace(rc, ns))
+                })
+                .map(|rc| ObjectRef::from_obj(rc.as_ref()))
+                .collect::<Vec<_>>()
+        }
+    };
+
     controller
+        .watches_stream(pod_events, by_pod)
         .watches_stream(ns_events, by_namespace)
         .watches_stream(sa_events, by_service_account)
         .watches_stream(secret_events, {
@@ -306,6 +335,26 @@ async fn reconcile(rc: Arc<RegistryCredential>, ctx: Arc<Context>) -> Result<Act
     let started = Instant::now();
     let name = rc.name_any();
     let api = Api::<RegistryCredential>::all(ctx.client.clone());
+    // The cached object of a credential being deleted may be older than its finalizer's removal:
+    // a pass woken by a late event would tear down a second time, from caches that may no longer
+    // know the credential (nor so its source). Only a fresh read that still carries our finalizer
+    // on the same object starts a teardown.
+    let rc = if rc.metadata.deletion_timestamp.is_some() {
+        match api.get_opt(&name).await {
+            Ok(Some(fresh))
+                if fresh.uid() == rc.uid() && fresh.finalizers().iter().any(|f| f == FINALIZER) =>
+            {
+                Arc::new(fresh)
+            }
+            Ok(_) => {
+                debug!(credential = %name, "already torn down");
+                return Ok(Action::await_change());
+            }
+            Err(e) => return Err(Error::api("reading", "RegistryCredential", "", &name, e)),
+        }
+    } else {
+        rc
+    };
     let result = finalizer(&api, FINALIZER, rc, |event| async {
         match event {
             finalizer::Event::Apply(rc) => sync(&rc, &ctx).await,
@@ -373,7 +422,21 @@ fn target_namespaces(ctx: &Context, selection: &Selection<'_>) -> Vec<String> {
     targets
 }
 
+/// Keeps the pod watch running exactly while some credential (not being deleted) has
+/// podRecovery on; `current` counts as it is now, or not at all when `leaving`.
+fn update_pod_watch(ctx: &Context, current: &RegistryCredential, leaving: bool) {
+    let name = current.name_any();
+    let others = ctx.caches.credentials.state().iter().any(|rc| {
+        rc.name_any() != name
+            && rc.spec.pod_recovery != PodRecovery::Off
+            && rc.metadata.deletion_timestamp.is_none()
+    });
+    ctx.pods
+        .set_wanted(others || (!leaving && current.spec.pod_recovery != PodRecovery::Off));
+}
+
 async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
+    update_pod_watch(ctx, rc, false);
     let owner = owner_of(rc)?;
     let secret_name = rc.secret_name();
     let old = rc.status.as_ref();
@@ -405,7 +468,7 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
     };
 
     if rc.spec.suspend {
-        let view = ctx.view();
+        let view = ctx.view(rc);
         let synced = targets
             .iter()
             .filter(|ns| {
@@ -429,6 +492,7 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
             failures: Vec::new(),
             source_version: None,
             credentials: CredentialsCondition::Keep,
+            pods_awaiting_recovery: None,
         };
         write_status(ctx, rc, report).await?;
         return Ok(Action::await_change());
@@ -442,7 +506,7 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
             service_accounts: &rc.spec.service_accounts,
             targets: &targets,
         },
-        &ctx.view(),
+        &ctx.view(rc),
     );
     debug!(credential = %owner.name, targets = targets.len(), writes = plan.writes(), "planned");
     let outcome = Apply {
@@ -451,9 +515,12 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
         secret_name: &secret_name,
         data: &resolved.data,
         conflict_policy: rc.spec.conflict_policy,
+        source: &rc.spec.source,
     }
     .run(plan)
     .await;
+    report_unowned(ctx, rc, &outcome.unowned).await;
+    let recovered = recover(ctx, rc, &resolved, &targets, &secret_name).await;
 
     if !outcome.adopted.is_empty() {
         publish(
@@ -471,14 +538,20 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
 
     let target_count = (targets.len() as u32).saturating_sub(outcome.terminating);
     let ready = outcome.failures.is_empty() && outcome.synced == target_count;
-    let only_conflicts =
-        !outcome.failures.is_empty() && outcome.failures.iter().all(|f| f.reason == "Conflict");
-    // Waiting for a person: another Secret in the way, or another tool removing our entries.
-    let stalled = !outcome.failures.is_empty()
+    // Waiting for a human: same-name Secrets we may not touch.
+    let only_conflicts = !outcome.failures.is_empty()
         && outcome
             .failures
             .iter()
-            .all(|f| f.reason == "Conflict" || f.reason == contests::REASON);
+            .all(|f| f.reason == "Conflict" || f.reason == apply::NOT_OWNED);
+    // ...or another tool keeps removing our ServiceAccount entries.
+    let stalled = only_conflicts
+        || (!outcome.failures.is_empty()
+            && outcome.failures.iter().all(|f| {
+                f.reason == "Conflict"
+                    || f.reason == apply::NOT_OWNED
+                    || f.reason == contests::REASON
+            }));
     let (reason, message) = if ready {
         (
             "Synced".to_string(),
@@ -487,7 +560,16 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
     } else {
         let first = outcome.failures.first();
         let reason = if only_conflicts {
-            "Conflict".to_string()
+            let all_unowned = outcome
+                .failures
+                .iter()
+                .all(|f| f.reason == apply::NOT_OWNED);
+            if all_unowned {
+                apply::NOT_OWNED
+            } else {
+                "Conflict"
+            }
+            .to_string()
         } else {
             first
                 .map(|f| f.reason.clone())
@@ -496,14 +578,19 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
         let detail = first
             .map(|f| format!(": {}", f.message))
             .unwrap_or_default();
-        (
-            reason,
+        let message = if outcome.failures.is_empty() && outcome.awaiting_default_account > 0 {
+            format!(
+                "{}/{target_count} namespaces in sync, {} waiting for their default ServiceAccount",
+                outcome.synced, outcome.awaiting_default_account
+            )
+        } else {
             format!(
                 "{}/{target_count} namespaces in sync, {} failing{detail}",
                 outcome.synced,
                 outcome.failures.len()
-            ),
-        )
+            )
+        };
+        (reason, message)
     };
     let report = Report {
         ready,
@@ -515,8 +602,15 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
         synced: outcome.synced,
         patched_service_accounts: outcome.patched_service_accounts,
         source_version: ready.then(|| resolved.version.clone()),
-        failures: outcome.failures.clone(),
+        // Findings outside the targets are listed but do not make the targets fail.
+        failures: outcome
+            .failures
+            .iter()
+            .chain(&outcome.unowned)
+            .cloned()
+            .collect(),
         credentials: verification(ctx, rc, &resolved).await,
+        pods_awaiting_recovery: recovered.awaiting,
     };
     let mut reasons: BTreeMap<String, u32> = BTreeMap::new();
     for f in &outcome.failures {
@@ -548,17 +642,206 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
     let resync = rc.spec.verify.as_ref().map_or(RESYNC, |v| {
         RESYNC.min(Duration::from_secs(v.interval_seconds.max(10).into()))
     });
-    let contest_retry = ctx.contests.next_retry(&owner.name, Instant::now());
-    Ok(if ready {
-        Action::requeue(resync)
-    } else if let Some(retry) = contest_retry.filter(|_| stalled) {
+    let contest_retry = ctx
+        .contests
+        .next_retry(&owner.name, Instant::now())
+        .filter(|_| stalled);
+    let next = if ready {
+        resync
+    } else if let Some(retry) = contest_retry {
         // Restore once more when the backoff ends (or on the next change, whichever is first).
-        Action::requeue(retry.min(CONFLICT_RECHECK) + Duration::from_secs(1))
+        retry.min(CONFLICT_RECHECK) + Duration::from_secs(1)
     } else if only_conflicts {
-        Action::requeue(CONFLICT_RECHECK + Duration::from_secs(1))
+        CONFLICT_RECHECK + Duration::from_secs(1)
     } else {
-        Action::requeue(backoff(ctx, &owner.name))
-    })
+        backoff(ctx, &owner.name)
+    };
+    Ok(Action::requeue(
+        recovered.retry.map_or(next, |r| r.min(next)),
+    ))
+}
+
+/// What pod recovery did in a pass.
+struct Recovered {
+    /// Pods not recovered yet; `None` keeps the last count (the pod watch is still listing).
+    awaiting: Option<u32>,
+    /// When to look again for pods held back (refused or rate-limited evictions).
+    retry: Option<Duration>,
+}
+
+/// Retry of an eviction a PodDisruptionBudget refused.
+const EVICTION_RETRY: Duration = Duration::from_secs(10);
+
+/// `spec.podRecovery`: pods that failed to pull before the Secret reached their ServiceAccount.
+/// Runs after apply, so that the ServiceAccounts it reads include this pass's writes.
+async fn recover(
+    ctx: &Context,
+    rc: &RegistryCredential,
+    resolved: &ResolvedSource,
+    targets: &[String],
+    secret_name: &str,
+) -> Recovered {
+    let name = rc.name_any();
+    let mode = rc.spec.pod_recovery;
+    if mode == PodRecovery::Off {
+        ctx.reported_pods.forget(&name);
+        ctx.metrics
+            .pods_awaiting_recovery
+            .remove(&CredentialLabels {
+                credential: name.clone(),
+            });
+        return Recovered {
+            awaiting: Some(0),
+            retry: None,
+        };
+    }
+    let Some(pods) = ctx.pods.pods() else {
+        // The watch has just started: its initial list triggers a pass for each failing pod.
+        return Recovered {
+            awaiting: None,
+            retry: Some(Duration::from_secs(5)),
+        };
+    };
+    let Ok(config) = DockerConfig::from_dockerconfigjson(&resolved.data) else {
+        return Recovered {
+            awaiting: None,
+            retry: None,
+        };
+    };
+    let view = ctx.view(rc);
+    let offer = recovery::Offer {
+        targets,
+        service_accounts: &rc.spec.service_accounts,
+        secret_name,
+        keys: config.registries().collect(),
+    };
+    let found = recovery::candidates(pods.iter().map(AsRef::as_ref), &offer, |ns, account| {
+        view.service_accounts(ns).iter().any(|sa| {
+            sa.metadata.name.as_deref() == Some(account) && service_accounts::lists(sa, secret_name)
+        })
+    });
+    let fresh: Vec<String> = ctx
+        .reported_pods
+        .fresh(&name, &found)
+        .into_iter()
+        .map(|c| c.uid.clone())
+        .collect();
+    let (mut awaiting, mut retry) = (0u32, None::<Duration>);
+    let mut hold = |wait: Duration| retry = Some(retry.map_or(wait, |r: Duration| r.min(wait)));
+    for pod in &found {
+        let first = fresh.contains(&pod.uid);
+        if mode == PodRecovery::Evict && pod.recreated {
+            if let Err(wait) = ctx
+                .evictions
+                .take(&name, ctx.settings.max_evictions_per_minute)
+            {
+                awaiting += 1;
+                hold(wait);
+                continue;
+            }
+            let api = Api::<Pod>::namespaced(ctx.client.clone(), &pod.namespace);
+            match api.evict(&pod.name, &EvictParams::default()).await {
+                Ok(_) => {
+                    info!(credential = %name, namespace = %pod.namespace, pod = %pod.name, "evicted a pod to recover its pull");
+                    ctx.metrics
+                        .pods_recovered
+                        .get_or_create(&CredentialLabels {
+                            credential: name.clone(),
+                        })
+                        .inc();
+                    publish_on_pod(
+                        ctx,
+                        pod,
+                        EventType::Normal,
+                        "EvictedForPullSecret",
+                        format!(
+                            "evicted by RegistryCredential {name} so that its controller recreates it with imagePullSecrets {secret_name} (ServiceAccount {} lists it now)",
+                            pod.service_account
+                        ),
+                    )
+                    .await;
+                }
+                Err(e) if status_code(&e) == Some(404) => {}
+                Err(e) => {
+                    // 429: a PodDisruptionBudget says no. Never forced: asked again later.
+                    ctx.evictions.refund(&name);
+                    awaiting += 1;
+                    hold(EVICTION_RETRY);
+                    if first {
+                        publish_on_pod(
+                            ctx,
+                            pod,
+                            EventType::Warning,
+                            "EvictionRefused",
+                            format!(
+                                "RegistryCredential {name} could not evict the pod to recover its pull ({}); retrying",
+                                crate::error::api_message(&e)
+                            ),
+                        )
+                        .await;
+                    }
+                }
+            }
+        } else {
+            awaiting += 1;
+            if first {
+                let why = if mode == PodRecovery::Evict {
+                    " (a pod without a ReplicaSet, StatefulSet, DaemonSet or Job is never evicted)"
+                } else {
+                    ""
+                };
+                publish_on_pod(
+                    ctx,
+                    pod,
+                    EventType::Warning,
+                    "RecreateToPull",
+                    format!(
+                        "recreate it to pick up {secret_name}: ServiceAccount {} lists it now, but the pod's imagePullSecrets were fixed when it was created{why}",
+                        pod.service_account
+                    ),
+                )
+                .await;
+            }
+        }
+    }
+    ctx.metrics
+        .pods_awaiting_recovery
+        .get_or_create(&CredentialLabels {
+            credential: name.clone(),
+        })
+        .set(awaiting.into());
+    Recovered {
+        awaiting: Some(awaiting),
+        retry,
+    }
+}
+
+/// An Event on a pod, in its namespace.
+async fn publish_on_pod(
+    ctx: &Context,
+    pod: &recovery::Candidate,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(truncate(note, 1000)),
+        action: "RecoverPull".into(),
+        secondary: None,
+    };
+    let reference = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(pod.name.clone()),
+        namespace: Some(pod.namespace.clone()),
+        uid: Some(pod.uid.clone()),
+        ..Default::default()
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        warn!(namespace = %pod.namespace, pod = %pod.name, error = %e, "could not publish event");
+    }
 }
 
 /// Asks each registry of the config whether it accepts the credentials, when verification is on
@@ -685,6 +968,7 @@ fn stalled_report(
             .unwrap_or_default(),
         source_version: None,
         credentials: CredentialsCondition::Keep,
+        pods_awaiting_recovery: None,
     }
 }
 
@@ -715,7 +999,7 @@ async fn write_status(ctx: &Context, rc: &RegistryCredential, report: Report) ->
     api.patch_status(
         &name,
         &PatchParams::default(),
-        &Patch::Merge(json!({ "status": new })),
+        &Patch::Merge(json!({ "status": status::merge_patch(old, &new) })),
     )
     .await
     .map_err(|source| Error::Status {
@@ -747,6 +1031,21 @@ async fn write_status(ctx: &Context, rc: &RegistryCredential, report: Report) ->
         publish(ctx, rc, type_, &report.reason, report.message.clone()).await;
     }
     Ok(())
+}
+
+/// One Warning Event per Secret found carrying our labels without being ours, while it lasts.
+async fn report_unowned(ctx: &Context, rc: &RegistryCredential, unowned: &[Failure]) {
+    for finding in ctx.new_findings(&rc.name_any(), unowned) {
+        warn!(credential = %rc.name_any(), namespace = %finding.namespace, "{}", finding.message);
+        publish(
+            ctx,
+            rc,
+            EventType::Warning,
+            apply::NOT_OWNED,
+            finding.message.clone(),
+        )
+        .await;
+    }
 }
 
 async fn publish(
@@ -788,10 +1087,11 @@ fn summarize(namespaces: &[String]) -> String {
 }
 
 async fn teardown(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
+    update_pod_watch(ctx, rc, true);
     let owner = owner_of(rc)?;
     // The last chance to remove our entries: plan from ServiceAccounts read just now in every
     // namespace where we left something, not from caches that may be a moment behind.
-    let view = ctx.view();
+    let view = ctx.view(rc);
     let mut namespaces: Vec<String> = view
         .secrets_of(&owner.name)
         .iter()
@@ -828,15 +1128,39 @@ async fn teardown(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Erro
     };
     let plan = plan::teardown(&owner, rc.spec.deletion_policy, &view);
     let secret_name = rc.secret_name();
-    let failures = Apply {
+    let cleaned = Apply {
         ctx,
         owner: &owner,
         secret_name: &secret_name,
         data: &[],
         conflict_policy: rc.spec.conflict_policy,
+        source: &rc.spec.source,
     }
     .cleanups(plan.cleanups)
     .await;
+    // Left alone for good: they do not hold the deletion up.
+    let unowned: Vec<Failure> = cleaned
+        .unowned
+        .into_iter()
+        .chain(plan.unowned.iter().map(|s| {
+            let (ns, name) = (
+                s.metadata.namespace.as_deref().unwrap_or_default(),
+                s.metadata.name.as_deref().unwrap_or_default(),
+            );
+            Failure {
+                namespace: ns.into(),
+                reason: apply::NOT_OWNED.into(),
+                message: plan::not_owned(
+                    ns,
+                    name,
+                    &owner.name,
+                    "no controller ownerReference of this credential",
+                ),
+            }
+        }))
+        .collect();
+    report_unowned(ctx, rc, &unowned).await;
+    let failures = cleaned.failures;
     if let Some(first) = failures.first() {
         return Err(Error::Finalizer {
             name: owner.name.clone(),
@@ -849,6 +1173,9 @@ async fn teardown(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Erro
     }
     ctx.metrics.forget(&owner.name);
     ctx.contests.forget(&owner.name);
+    ctx.forget_findings(&owner.name);
+    ctx.reported_pods.forget(&owner.name);
+    ctx.evictions.forget(&owner.name);
     info!(credential = %owner.name, policy = ?rc.spec.deletion_policy, "cleaned up");
     Ok(Action::await_change())
 }

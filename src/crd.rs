@@ -95,6 +95,30 @@ pub struct RegistryCredentialSpec {
     /// so that expired credentials are noticed before pods fail to pull. Off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<Verification>,
+
+    /// Pods that failed to pull before the credential reached their namespace keep failing: their
+    /// `imagePullSecrets` were fixed at admission. For pods in target namespaces that use a
+    /// selected ServiceAccount, whose pull of an image this credential covers failed
+    /// (`ErrImagePull` / `ImagePullBackOff`), and whose spec lacks the Secret while their
+    /// ServiceAccount now lists it: `Off` (default) does nothing; `Report` emits an Event on the
+    /// pod and counts it in `status.podsAwaitingRecovery`; `Evict` evicts those controlled by a
+    /// ReplicaSet, StatefulSet, DaemonSet or Job through the Eviction API (PodDisruptionBudgets
+    /// respected, never forced; at most `--max-evictions-per-minute` per credential) so that their
+    /// controller recreates them with the Secret, and only reports bare pods.
+    #[serde(default)]
+    pub pod_recovery: PodRecovery,
+}
+
+/// What to do with pods that failed to pull before the credential reached them.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PodRecovery {
+    /// Nothing; no pod is watched.
+    #[default]
+    Off,
+    /// An Event on each such pod, and a count in status.
+    Report,
+    /// Evict those a controller recreates; report the others.
+    Evict,
 }
 
 /// How credentials are verified against their registries.
@@ -233,6 +257,15 @@ pub struct RegistryCredentialStatus {
     /// Up to 10 namespaces with a problem.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<NamespaceFailure>,
+    /// With `podRecovery` on: pods that failed to pull and would pull if recreated, not recovered
+    /// yet (bare pods, evictions refused by a PodDisruptionBudget or held by the rate limit).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(with = "i32")]
+    pub pods_awaiting_recovery: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A problem in one target namespace.

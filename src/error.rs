@@ -82,6 +82,14 @@ pub fn status_code(e: &kube::Error) -> Option<u16> {
     }
 }
 
+/// The server's message of an API error (it never quotes Secret data), or the error itself.
+pub fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} {}", s.code, s.message),
+        other => other.to_string(),
+    }
+}
+
 fn api_reason(e: &kube::Error) -> &'static str {
     match status_code(e) {
         Some(403) => "Forbidden",

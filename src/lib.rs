@@ -20,6 +20,7 @@ pub mod operator;
 pub mod overlay;
 pub mod plan;
 pub mod probe;
+pub mod recovery;
 pub mod registry;
 pub mod registry_check;
 pub mod service_accounts;

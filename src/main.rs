@@ -71,6 +71,10 @@ struct RunArgs {
     /// each with its own selector and lease, e.g. for a canary).
     #[arg(long, env = "REGCRED_SELECTOR")]
     selector: Option<String>,
+    /// With `spec.podRecovery: Evict`: at most this many evictions per minute per
+    /// RegistryCredential.
+    #[arg(long, env = "REGCRED_MAX_EVICTIONS_PER_MINUTE", default_value_t = 10)]
+    max_evictions_per_minute: u32,
 }
 
 #[derive(clap::Args)]
@@ -243,6 +247,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         source_namespaces,
         write_concurrency: args.write_concurrency,
         credential_selector: args.selector,
+        max_evictions_per_minute: args.max_evictions_per_minute,
     };
     let election = args.leader_election.then(|| Election {
         lease_name: args.lease_name,

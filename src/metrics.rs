@@ -46,6 +46,12 @@ pub struct Metrics {
     pub ready: Family<CredentialLabels, Gauge>,
     /// With verification on: 1 while every registry accepts the credentials, 0 otherwise.
     pub verified: Family<CredentialLabels, Gauge>,
+    /// Pods evicted by `podRecovery: Evict` so that their controller recreates them.
+    pub pods_recovered: Family<CredentialLabels, Counter>,
+    /// Pods that failed to pull and would pull if recreated, not recovered yet.
+    pub pods_awaiting_recovery: Family<CredentialLabels, Gauge>,
+    /// 1 while the pod watch of podRecovery runs.
+    pub pod_watch: Gauge,
     /// Failure reasons currently exported per credential, so that resolved ones are removed.
     failure_reasons: Mutex<HashMap<String, Vec<String>>>,
 }
@@ -114,10 +120,31 @@ impl Default for Metrics {
             "1 while the registries accept the credentials (CredentialsValid), 0 while one refuses; only with spec.verify",
             verified.clone(),
         );
+        let pods_recovered = Family::<CredentialLabels, Counter>::default();
+        registry.register(
+            "pods_recovered",
+            "Pods evicted so that their controller recreates them with the pull secret",
+            pods_recovered.clone(),
+        );
+        let pods_awaiting_recovery = Family::<CredentialLabels, Gauge>::default();
+        registry.register(
+            "pods_awaiting_recovery",
+            "Pods that failed to pull and would pull if recreated, not recovered yet",
+            pods_awaiting_recovery.clone(),
+        );
+        let pod_watch = Gauge::default();
+        registry.register(
+            "pod_watch_active",
+            "1 while pods are watched (some RegistryCredential has podRecovery on)",
+            pod_watch.clone(),
+        );
         Self {
             registry,
             ready,
             verified,
+            pod_watch,
+            pods_recovered,
+            pods_awaiting_recovery,
             reconciles,
             reconcile_duration,
             targeted,
@@ -177,6 +204,7 @@ impl Metrics {
         self.synced.remove(&labels);
         self.ready.remove(&labels);
         self.verified.remove(&labels);
+        self.pods_awaiting_recovery.remove(&labels);
         self.clear_failures(credential);
     }
 

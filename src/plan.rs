@@ -106,28 +106,68 @@ pub fn labelled_for(secret: &Secret, credential: &str) -> bool {
 /// Who an existing Secret belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ownership {
+    /// It carries this credential's controller ownerReference (by uid).
     Ours,
+    /// It carries this credential's labels but not its controller ownerReference: a source
+    /// exported from a copy, a decoy, a replacement made by hand. Never written or deleted; reported.
+    LabelledOnly,
     /// Managed by this operator for another RegistryCredential.
     OtherCredential(String),
     /// Not managed by this operator.
     Foreign,
 }
 
-pub fn ownership(secret: &Secret, owner: &Owner) -> Ownership {
-    let labels = secret.metadata.labels.as_ref();
-    let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
-    let owned_by_uid = secret
+/// Whether a Secret names the credential with `uid` as its controller.
+pub fn controlled_by(secret: &Secret, uid: &str) -> bool {
+    secret
         .metadata
         .owner_references
         .iter()
         .flatten()
-        .any(|r| r.uid == owner.uid);
+        .any(|r| r.uid == uid && r.controller == Some(true))
+}
+
+/// Labels are only a hint (anyone who can write a Secret can set them, and `kubectl get -o yaml`
+/// keeps them): a Secret is ours only through our controller ownerReference.
+pub fn ownership(secret: &Secret, owner: &Owner) -> Ownership {
+    if controlled_by(secret, &owner.uid) {
+        return Ownership::Ours;
+    }
+    let labels = secret.metadata.labels.as_ref();
+    let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
     match (label(MANAGED_BY_LABEL), label(CREDENTIAL_LABEL)) {
-        (Some(MANAGER), Some(c)) if c == owner.name => Ownership::Ours,
-        _ if owned_by_uid => Ownership::Ours,
+        (Some(MANAGER), Some(c)) if c == owner.name => Ownership::LabelledOnly,
         (Some(MANAGER), Some(c)) => Ownership::OtherCredential(c.to_string()),
         _ => Ownership::Foreign,
     }
+}
+
+/// Why a Secret read just before a deletion may not be deleted, if it may not. All must hold: it
+/// is controlled by this credential (uid), it is no credential's source or password, and this
+/// operator wrote it (its field manager is in managedFields: a copy made elsewhere and applied by
+/// hand is not something we wrote, whatever it carries).
+pub fn undeletable(secret: &Secret, owner: &Owner, is_source: bool) -> Option<&'static str> {
+    if is_source {
+        return Some("it is read as a source by a RegistryCredential");
+    }
+    if !controlled_by(secret, &owner.uid) {
+        return Some("it does not carry this credential's controller ownerReference");
+    }
+    let written_by_us = secret
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .any(|m| m.manager.as_deref() == Some(MANAGER));
+    (!written_by_us).then_some("the operator did not write it in this namespace")
+}
+
+/// The report for a Secret that looks like ours but is not provably ours.
+pub fn not_owned(namespace: &str, name: &str, credential: &str, why: &str) -> String {
+    format!(
+        "Secret {namespace}/{name} carries the labels of RegistryCredential {credential} but is not its copy \
+         ({why}); it is never overwritten or deleted. Delete it or remove its regcred labels"
+    )
 }
 
 /// The Secret this operator writes into a target namespace.
@@ -168,12 +208,7 @@ pub fn in_sync(secret: &Secret, owner: &Owner, data: &[u8]) -> bool {
             .map(String::as_str)
             == Some(MANAGER)
         && labels.and_then(|l| l.get(CREDENTIAL_LABEL)) == Some(&owner.name)
-        && secret
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|r| r.uid == owner.uid)
+        && controlled_by(secret, &owner.uid)
 }
 
 /// A JSON merge patch that brings a Secret of ours (or one being adopted) to what we write: our
@@ -216,6 +251,10 @@ pub enum SecretStep {
     Conflict {
         message: String,
     },
+    /// Labelled as our copy without being ours: never touched, reported.
+    NotOwned {
+        message: String,
+    },
 }
 
 /// One ServiceAccount write: the account as read, what we want on it, and the edit that gets
@@ -237,6 +276,8 @@ pub struct TargetPlan {
     /// Selected ServiceAccounts that exist, and how many already list the Secret.
     pub selected_service_accounts: u32,
     pub listing_service_accounts: u32,
+    /// `default` is selected but not cached yet.
+    pub awaiting_default_account: bool,
 }
 
 /// Removal work in a namespace that is no longer (or no longer fully) ours: ServiceAccount edits
@@ -254,6 +295,9 @@ pub struct CleanupPlan {
 pub struct Plan {
     pub targets: Vec<TargetPlan>,
     pub cleanups: Vec<CleanupPlan>,
+    /// Secrets labelled as copies of this credential outside its targets that are not ours:
+    /// reported, never touched.
+    pub unowned: Vec<Arc<Secret>>,
 }
 
 impl Plan {
@@ -286,8 +330,7 @@ pub struct Desired<'a> {
     pub targets: &'a [String],
 }
 
-fn selected(patterns: &[String], sa: &ServiceAccount) -> bool {
-    let name = sa.metadata.name.as_deref().unwrap_or_default();
+fn selected(patterns: &[String], name: &str) -> bool {
     patterns.iter().any(|p| p == "*" || p == name)
 }
 
@@ -336,8 +379,15 @@ pub fn sync(desired: &Desired<'_>, view: &impl View) -> Plan {
             Some((_, Ownership::OtherCredential(c))) => SecretStep::Conflict {
                 message: held_by_other(ns, desired.secret_name, &c),
             },
-            // Only labelled Secrets are cached, so this is one labelled as ours by someone else's
-            // hand without our ownerReference: treat like any foreign Secret.
+            Some((_, Ownership::LabelledOnly)) => SecretStep::NotOwned {
+                message: not_owned(
+                    ns,
+                    desired.secret_name,
+                    &owner.name,
+                    "no controller ownerReference of this credential",
+                ),
+            },
+            // Only labelled Secrets are cached, so this is one whose labels changed under us.
             Some((_, Ownership::Foreign)) => SecretStep::Recheck,
         };
         let mut target = TargetPlan {
@@ -346,10 +396,23 @@ pub fn sync(desired: &Desired<'_>, view: &impl View) -> Plan {
             edits: Vec::new(),
             selected_service_accounts: 0,
             listing_service_accounts: 0,
+            awaiting_default_account: false,
         };
-        if !matches!(target.secret, SecretStep::Conflict { .. }) {
+        // Every namespace gets its `default` ServiceAccount moments after it appears; until the
+        // watch has delivered it, pods created there could miss the Secret, so the namespace
+        // is not in sync yet (the account's arrival wakes the credential).
+        target.awaiting_default_account = selected(desired.service_accounts, "default")
+            && !view
+                .service_accounts(ns)
+                .iter()
+                .any(|sa| sa.metadata.name.as_deref() == Some("default"));
+        if !matches!(
+            target.secret,
+            SecretStep::Conflict { .. } | SecretStep::NotOwned { .. }
+        ) {
             for sa in view.service_accounts(ns) {
-                let want = if selected(desired.service_accounts, &sa) {
+                let name = sa.metadata.name.as_deref().unwrap_or_default();
+                let want = if selected(desired.service_accounts, name) {
                     target.selected_service_accounts += 1;
                     if service_accounts::lists(&sa, desired.secret_name) {
                         target.listing_service_accounts += 1;
@@ -377,11 +440,14 @@ pub fn sync(desired: &Desired<'_>, view: &impl View) -> Plan {
         let ns = secret.metadata.namespace.clone().unwrap_or_default();
         let stale_name = secret.metadata.name.as_deref() != Some(desired.secret_name);
         let name = secret.metadata.name.as_deref().unwrap_or_default();
-        if (stale_name || !is_target(&ns))
-            && ownership(&secret, owner) == Ownership::Ours
-            && view.source_of(&ns, name).is_none()
-        {
-            cleanups.entry(ns.clone()).or_default().delete.push(secret);
+        let wanted_here = !stale_name && is_target(&ns);
+        if wanted_here || view.source_of(&ns, name).is_some() {
+            continue;
+        }
+        match ownership(&secret, owner) {
+            Ownership::Ours => cleanups.entry(ns.clone()).or_default().delete.push(secret),
+            Ownership::LabelledOnly => plan.unowned.push(secret),
+            _ => {}
         }
     }
     for sa in view.service_accounts_of(&owner.name) {
@@ -419,16 +485,22 @@ pub fn teardown(owner: &Owner, policy: DeletionPolicy, view: &impl View) -> Plan
             &owner.name,
         );
     }
+    let mut unowned = Vec::new();
     for secret in view.secrets_of(&owner.name) {
-        if ownership(&secret, owner) != Ownership::Ours {
-            continue;
-        }
         let (ns, name) = (
             secret.metadata.namespace.as_deref().unwrap_or_default(),
             secret.metadata.name.as_deref().unwrap_or_default(),
         );
-        if policy == DeletionPolicy::Delete && view.source_of(ns, name).is_some() {
+        if view.source_of(ns, name).is_some() {
             continue; // a source labelled as ours (e.g. exported from a copy) stays
+        }
+        match ownership(&secret, owner) {
+            Ownership::Ours => {}
+            Ownership::LabelledOnly => {
+                unowned.push(secret);
+                continue;
+            }
+            _ => continue,
         }
         let entry = cleanups
             .entry(secret.metadata.namespace.clone().unwrap_or_default())
@@ -440,6 +512,7 @@ pub fn teardown(owner: &Owner, policy: DeletionPolicy, view: &impl View) -> Plan
     }
     Plan {
         targets: Vec::new(),
+        unowned,
         cleanups: cleanups
             .into_iter()
             .map(|(namespace, c)| CleanupPlan { namespace, ..c })
@@ -845,9 +918,137 @@ mod tests {
         assert_eq!(
             ownership(&relabelled, &o),
             Ownership::Ours,
-            "our ownerReference is enough"
+            "our controller ownerReference is enough"
         );
         relabelled.metadata.owner_references = None;
         assert_eq!(ownership(&relabelled, &o), Ownership::Foreign);
+    }
+
+    #[test]
+    fn a_namespace_is_not_in_sync_before_its_default_service_account_is_seen() {
+        let view = FakeView {
+            sas: vec![sa("a", "builder", &[], None)],
+            ..Default::default()
+        };
+        let targets = strings(&["a"]);
+        for (patterns, awaiting) in [
+            (&["default"][..], true),
+            (&["*"], true),
+            (&["builder"], false),
+            (&[], false),
+        ] {
+            let sas = strings(patterns);
+            let plan = sync(&desired(&targets, &sas), &view);
+            assert_eq!(
+                plan.targets[0].awaiting_default_account, awaiting,
+                "{patterns:?}"
+            );
+            assert!(
+                matches!(plan.targets[0].secret, SecretStep::Create),
+                "the Secret is written meanwhile"
+            );
+        }
+    }
+
+    /// Labelled as our copy, without our controller ownerReference (a decoy, a source exported
+    /// from a copy, a replacement made by hand; or our uid without `controller: true`).
+    fn lookalike(ns: &str, name: &str) -> Arc<Secret> {
+        let mut s = (*ours(ns, name, b"x")).clone();
+        s.metadata.owner_references = None;
+        Arc::new(s)
+    }
+
+    #[test]
+    fn labels_alone_do_not_make_a_copy_ours() {
+        let o = owner();
+        assert_eq!(ownership(&lookalike("a", "s"), &o), Ownership::LabelledOnly);
+        let mut not_controller = (*ours("a", "s", b"")).clone();
+        not_controller.metadata.owner_references.as_mut().unwrap()[0].controller = None;
+        assert_eq!(ownership(&not_controller, &o), Ownership::LabelledOnly);
+        let mut other_uid = (*ours("a", "s", b"")).clone();
+        other_uid.metadata.owner_references.as_mut().unwrap()[0].uid =
+            "uid-of-a-former-acme".into();
+        assert_eq!(
+            ownership(&other_uid, &o),
+            Ownership::LabelledOnly,
+            "a copy of a deleted credential of the same name is not ours"
+        );
+    }
+
+    #[test]
+    fn a_lookalike_in_a_target_is_reported_and_never_written() {
+        let view = FakeView {
+            secrets: vec![lookalike("a", "acme-pull")],
+            sas: vec![sa("a", "default", &[], None)],
+            ..Default::default()
+        };
+        let (targets, sas) = (strings(&["a"]), strings(&["default"]));
+        let plan = sync(&desired(&targets, &sas), &view);
+        assert!(
+            matches!(&plan.targets[0].secret, SecretStep::NotOwned { message } if message.contains("not its copy")),
+            "{:?}",
+            plan.targets[0].secret
+        );
+        assert!(
+            plan.targets[0].edits.is_empty(),
+            "no ServiceAccount points at a Secret that is not ours"
+        );
+        assert_eq!(plan.writes(), 0);
+    }
+
+    #[test]
+    fn a_lookalike_outside_the_targets_is_reported_never_pruned() {
+        let view = FakeView {
+            secrets: vec![ours("a", "acme-pull", b"x"), lookalike("b", "acme-pull")],
+            ..Default::default()
+        };
+        let (targets, sas) = (strings(&["a"]), strings(&[]));
+        let plan = sync(&desired(&targets, &sas), &view);
+        assert!(plan.cleanups.iter().all(|c| c.delete.is_empty()));
+        assert_eq!(plan.unowned.len(), 1);
+        assert_eq!(plan.unowned[0].metadata.namespace.as_deref(), Some("b"));
+        for policy in [DeletionPolicy::Delete, DeletionPolicy::Orphan] {
+            let down = teardown(&owner(), policy, &view);
+            let (deleted, released): (Vec<_>, Vec<_>) = down
+                .cleanups
+                .iter()
+                .map(|c| (c.delete.len(), c.release.len()))
+                .unzip();
+            assert_eq!(
+                deleted.iter().sum::<usize>() + released.iter().sum::<usize>(),
+                1,
+                "only the real copy in a is removed or released ({policy:?})"
+            );
+            assert_eq!(down.unowned.len(), 1);
+        }
+    }
+
+    #[test]
+    fn a_delete_needs_our_controller_reference_our_write_and_no_reader() {
+        let o = owner();
+        let mut written = (*ours("a", "acme-pull", b"x")).clone();
+        written.metadata.managed_fields = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
+                manager: Some(MANAGER.into()),
+                operation: Some("Update".into()),
+                ..Default::default()
+            },
+        ]);
+        assert_eq!(undeletable(&written, &o, false), None);
+        assert!(
+            undeletable(&written, &o, true).is_some_and(|why| why.contains("source")),
+            "a source is never deleted, whoever wrote it"
+        );
+        let mut by_hand = written.clone();
+        by_hand.metadata.managed_fields = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
+                manager: Some("kubectl-client-side-apply".into()),
+                ..Default::default()
+            },
+        ]);
+        assert!(undeletable(&by_hand, &o, false).is_some_and(|why| why.contains("did not write")));
+        let mut unowned = written.clone();
+        unowned.metadata.owner_references = None;
+        assert!(undeletable(&unowned, &o, false).is_some_and(|why| why.contains("ownerReference")));
     }
 }

@@ -35,6 +35,8 @@ pub struct Report {
     pub source_version: Option<String>,
     /// The `CredentialsValid` condition.
     pub credentials: CredentialsCondition,
+    /// Pods awaiting recovery; `None` keeps the previous count.
+    pub pods_awaiting_recovery: Option<u32>,
 }
 
 /// What to do with the `CredentialsValid` condition in this status.
@@ -162,16 +164,28 @@ pub fn build(
             .clone()
             .or_else(|| old.and_then(|s| s.synced_source_version.clone())),
         failures,
+        pods_awaiting_recovery: report
+            .pods_awaiting_recovery
+            .unwrap_or_else(|| old.map_or(0, |s| s.pods_awaiting_recovery)),
     }
 }
 
-/// The Ready reason stored in a status, if any.
-pub fn ready_reason(status: Option<&RegistryCredentialStatus>) -> Option<&str> {
-    status?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| c.reason.as_str())
+/// `new` as a JSON merge patch over `old`: a field `new` leaves out (an empty list, a zero count)
+/// is sent as `null`, or the stored value would stay.
+pub fn merge_patch(
+    old: Option<&RegistryCredentialStatus>,
+    new: &RegistryCredentialStatus,
+) -> serde_json::Value {
+    let mut patch = serde_json::to_value(new).expect("status serializes");
+    if let (Some(old), Some(fields)) = (
+        old.and_then(|o| serde_json::to_value(o).ok()),
+        patch.as_object_mut(),
+    ) {
+        for key in old.as_object().into_iter().flat_map(|o| o.keys()) {
+            fields.entry(key.clone()).or_insert(serde_json::Value::Null);
+        }
+    }
+    patch
 }
 
 #[cfg(test)]
@@ -191,6 +205,7 @@ mod tests {
             failures: vec![],
             source_version: Some("42".into()),
             credentials: CredentialsCondition::Off,
+            pods_awaiting_recovery: None,
         }
     }
 
@@ -239,6 +254,26 @@ mod tests {
         assert_eq!(s.failures.len(), MAX_FAILURES);
         assert_eq!(s.failures[0].namespace, "ns-00");
         assert_eq!(s.conditions[0].observed_generation, Some(2));
+    }
+
+    #[test]
+    fn fields_that_become_empty_are_removed_by_the_patch() {
+        let mut r = report(false, "Conflict", 2);
+        r.failures = vec![Failure {
+            namespace: "a".into(),
+            reason: "Conflict".into(),
+            message: "m".into(),
+        }];
+        r.pods_awaiting_recovery = Some(3);
+        let old = build(None, Some(1), &r);
+        let mut fixed = report(true, "Synced", 3);
+        fixed.pods_awaiting_recovery = Some(0);
+        let new = build(Some(&old), Some(1), &fixed);
+        let patch = merge_patch(Some(&old), &new);
+        assert_eq!(patch["failures"], serde_json::Value::Null);
+        assert_eq!(patch["podsAwaitingRecovery"], serde_json::Value::Null);
+        assert_eq!(patch["syncedNamespaces"], 3);
+        assert!(merge_patch(None, &new).get("failures").is_none());
     }
 
     #[test]

@@ -177,6 +177,7 @@ mod tests {
             deletion_policy: Default::default(),
             suspend: false,
             verify: None,
+            pod_recovery: Default::default(),
         }
     }
 

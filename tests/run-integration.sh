@@ -67,7 +67,7 @@ KUBECONFIG=$dir/operator.kubeconfig RUST_LOG=${OPERATOR_LOG_LEVEL:-trace} "$bin"
   --namespace regcred-system --source-namespaces regcred-system --selector '!regcred.dev/test-instance' \
   --metrics-addr "127.0.0.1:$metrics_port" --health-addr "127.0.0.1:$health_port" >"$dir/logs/operator.log" 2>&1 &
 operator_pid=$!
-for _ in $(seq 1 100); do
+for _ in $(seq 1 300); do
   curl -fs "http://127.0.0.1:$health_port/readyz" >/dev/null 2>&1 && break
   kill -0 "$operator_pid" 2>/dev/null || { log "the operator exited at start-up"; exit 1; }
   sleep 0.2

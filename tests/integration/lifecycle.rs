@@ -96,8 +96,14 @@ async fn deletion_with_orphan_leaves_copies_working() {
     wait_synced(&client, &s.name).await;
     let ns = &s.namespaces[0];
     delete_credential(&client, &s.name).await;
-    // Long enough for the garbage collector to act if an ownerReference were left behind.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The garbage collector would act within this if an ownerReference were left behind.
+    stays("the orphaned copy", Duration::from_secs(3), || async {
+        get_secret(&client, ns, &s.name)
+            .await
+            .map(|_| ())
+            .ok_or("the copy was deleted")
+    })
+    .await;
     let copy = get_secret(&client, ns, &s.name).await.expect("copy kept");
     assert!(
         !copy.labels().contains_key(MANAGED_BY_LABEL)

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::{
     coordination::v1::Lease,
     core::v1::ServiceAccount,
-    rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleBinding, RoleRef, Subject},
+    rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject},
 };
 use kube::{
     Api, Client,
@@ -90,22 +90,6 @@ async fn operator_with_rules(
     };
     Api::<ClusterRoleBinding>::all(client.clone())
         .create(&PostParams::default(), &binding)
-        .await
-        .unwrap();
-    let events = RoleBinding {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            ..Default::default()
-        },
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "Role".into(),
-            name: "regcred-operator-events".into(),
-        },
-        subjects: Some(vec![subject]),
-    };
-    Api::<RoleBinding>::namespaced(client.clone(), "default")
-        .create(&PostParams::default(), &events)
         .await
         .unwrap();
     let dir = std::env::var_os("REGCRED_TEST_LOG_DIR")

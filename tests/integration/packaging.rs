@@ -108,7 +108,6 @@ async fn helm_and_kustomize_render_the_same_objects() {
     for key in [
         "ClusterRole//regcred-operator",
         "Role/regcred-system/regcred-operator-leader-election",
-        "Role/default/regcred-operator-events",
     ] {
         assert_eq!(helm[key]["rules"], kustomize[key]["rules"], "{key} rules");
     }

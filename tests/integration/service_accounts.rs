@@ -155,8 +155,16 @@ async fn wildcard_patches_service_accounts_created_later() {
     create_service_account(&client, ns, "builder").await;
     wait_sa_lists(&client, ns, "builder", &s.name).await;
     wait_sa_lists(&client, ns, "default", &s.name).await;
-    let rc = wait_synced(&client, &s.name).await;
-    assert_eq!(rc.status.unwrap().patched_service_accounts, 2);
+    // The status of the pass that patched "builder" follows its write: wait for it, not for
+    // any Synced status (the one from before "builder" existed says 1).
+    wait_for("patchedServiceAccounts 2", TIMEOUT, || async {
+        let rc = wait_synced(&client, &s.name).await;
+        match rc.status.map(|s| s.patched_service_accounts) {
+            Some(2) => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
 }
 
 #[tokio::test]

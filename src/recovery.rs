@@ -1,0 +1,668 @@
+//! Pod recovery (`spec.podRecovery`): a pod whose image pull failed before the credential reached
+//! its namespace keeps failing, because its `imagePullSecrets` were fixed at admission. This
+//! module finds such pods (pure: [`candidates`]) and keeps the pod watch that feeds it
+//! ([`PodWatch`]): the watch runs only while some credential has recovery on, sees only `Pending`
+//! pods (field selector), and keeps of each only what the decision reads.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt, channel::mpsc};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerState, ContainerStateWaiting, ContainerStatus, LocalObjectReference, Pod,
+    PodSpec, PodStatus,
+};
+use kube::{
+    Api, Client,
+    api::ObjectMeta,
+    runtime::{
+        WatchStreamExt,
+        reflector::{self, Store},
+        watcher,
+    },
+};
+use tracing::{debug, warn};
+
+use crate::matching::{self, ImageRef};
+
+/// Waiting reasons of a container whose image could not be pulled.
+const PULL_FAILURES: [&str; 2] = ["ErrImagePull", "ImagePullBackOff"];
+/// Controllers that recreate an evicted pod.
+const RECREATING_KINDS: [&str; 4] = ["ReplicaSet", "StatefulSet", "DaemonSet", "Job"];
+
+/// A pod that failed to pull an image this credential covers and would pull if recreated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub service_account: String,
+    /// The first failing image the credential covers.
+    pub image: String,
+    /// Controlled by a ReplicaSet, StatefulSet, DaemonSet or Job: eviction brings a new pod.
+    pub recreated: bool,
+}
+
+/// What the credential offers, for [`candidates`].
+pub struct Offer<'a> {
+    /// Target namespaces, sorted.
+    pub targets: &'a [String],
+    /// `spec.serviceAccounts` patterns.
+    pub service_accounts: &'a [String],
+    pub secret_name: &'a str,
+    /// Registry keys of the credential's config.
+    pub keys: Vec<&'a str>,
+}
+
+/// Images of the pod's containers (init containers included) waiting on a failed pull.
+pub fn failing_images(pod: &Pod) -> Vec<&str> {
+    let Some(status) = &pod.status else {
+        return Vec::new();
+    };
+    status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten())
+        .filter(|c| {
+            c.state
+                .as_ref()
+                .and_then(|s| s.waiting.as_ref())
+                .and_then(|w| w.reason.as_deref())
+                .is_some_and(|r| PULL_FAILURES.contains(&r))
+        })
+        .map(|c| c.image.as_str())
+        .collect()
+}
+
+fn service_account_of(pod: &Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.as_deref())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default")
+}
+
+fn lists_secret(pod: &Pod, secret: &str) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.image_pull_secrets.as_ref())
+        .is_some_and(|l| l.iter().any(|r| r.name == secret))
+}
+
+/// Whether the kubelet would use one of `keys` for `image` (its matching rules, as `doctor`
+/// applies them).
+pub fn covers(keys: &[&str], image: &str) -> bool {
+    ImageRef::parse(image).is_ok_and(|image| {
+        matching::evaluate(keys.iter().copied(), &image)
+            .iter()
+            .any(|e| e.verdict.is_match())
+    })
+}
+
+/// The pods a credential can recover: in a target namespace, using a selected ServiceAccount
+/// that now lists the Secret (`sa_lists(namespace, account)`), failing to pull an image the
+/// credential covers, and without the Secret in their own spec.
+pub fn candidates<'p>(
+    pods: impl IntoIterator<Item = &'p Pod>,
+    offer: &Offer<'_>,
+    sa_lists: impl Fn(&str, &str) -> bool,
+) -> Vec<Candidate> {
+    let mut found = Vec::new();
+    for pod in pods {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+        if offer
+            .targets
+            .binary_search_by(|t| t.as_str().cmp(ns))
+            .is_err()
+        {
+            continue;
+        }
+        if pod.metadata.deletion_timestamp.is_some() {
+            continue; // evicted or deleted already: its controller is replacing it
+        }
+        let account = service_account_of(pod);
+        let selected = offer
+            .service_accounts
+            .iter()
+            .any(|p| p == "*" || p == account);
+        if !selected || lists_secret(pod, offer.secret_name) || !sa_lists(ns, account) {
+            continue;
+        }
+        let Some(image) = failing_images(pod)
+            .into_iter()
+            .find(|image| covers(&offer.keys, image))
+        else {
+            continue;
+        };
+        let recreated = pod
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|r| r.controller == Some(true) && RECREATING_KINDS.contains(&r.kind.as_str()));
+        found.push(Candidate {
+            namespace: ns.into(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            service_account: account.into(),
+            image: image.into(),
+            recreated,
+        });
+    }
+    found.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    found
+}
+
+/// What the cache keeps of a pod: identity, controller, ServiceAccount, pull secrets, and each
+/// container's image and waiting reason. Everything else (env, volumes, annotations, labels,
+/// managedFields, probes) is dropped as it arrives.
+pub fn slim(pod: &mut Pod) {
+    let meta = std::mem::take(&mut pod.metadata);
+    pod.metadata = ObjectMeta {
+        name: meta.name,
+        namespace: meta.namespace,
+        uid: meta.uid,
+        resource_version: meta.resource_version,
+        deletion_timestamp: meta.deletion_timestamp,
+        owner_references: meta.owner_references.map(|refs| {
+            refs.into_iter()
+                .filter(|r| r.controller == Some(true))
+                .collect()
+        }),
+        ..Default::default()
+    };
+    let spec = pod.spec.take().unwrap_or_default();
+    pod.spec = Some(PodSpec {
+        service_account_name: spec.service_account_name,
+        image_pull_secrets: spec.image_pull_secrets.map(|l| {
+            l.into_iter()
+                .map(|r| LocalObjectReference { name: r.name })
+                .collect()
+        }),
+        containers: Vec::<Container>::new(),
+        ..Default::default()
+    });
+    let slim_statuses = |list: Option<Vec<ContainerStatus>>| {
+        list.map(|l| {
+            l.into_iter()
+                .map(|c| ContainerStatus {
+                    name: c.name,
+                    image: c.image,
+                    state: c.state.and_then(|s| s.waiting).map(|w| ContainerState {
+                        waiting: Some(ContainerStateWaiting {
+                            reason: w.reason,
+                            message: None,
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .collect()
+        })
+    };
+    let status = pod.status.take().unwrap_or_default();
+    pod.status = Some(PodStatus {
+        phase: status.phase,
+        container_statuses: slim_statuses(status.container_statuses),
+        init_container_statuses: slim_statuses(status.init_container_statuses),
+        ..Default::default()
+    });
+}
+
+/// The pod watch, started when the first credential turns recovery on and stopped when the last
+/// turns it off: with recovery off everywhere, no pod is watched at all.
+pub struct PodWatch {
+    client: Client,
+    /// 1 while running, for `regcred_pod_watch_active`.
+    active: prometheus_client::metrics::gauge::Gauge,
+    /// Pods with a failed pull go here; the controller maps them to the credentials concerned.
+    triggers: mpsc::UnboundedSender<Result<Pod, watcher::Error>>,
+    running: Mutex<Option<Running>>,
+}
+
+struct Running {
+    store: Store<Pod>,
+    synced: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl PodWatch {
+    /// The watch and the stream of pods whose pull failed, for the controller's triggers.
+    pub fn new(
+        client: Client,
+        active: prometheus_client::metrics::gauge::Gauge,
+    ) -> (Self, mpsc::UnboundedReceiver<Result<Pod, watcher::Error>>) {
+        let (triggers, receiver) = mpsc::unbounded();
+        let watch = PodWatch {
+            client,
+            active,
+            triggers,
+            running: Mutex::new(None),
+        };
+        (watch, receiver)
+    }
+
+    /// Starts or stops the watch.
+    pub fn set_wanted(&self, wanted: bool) {
+        let mut running = self.running.lock().expect("pod watch lock");
+        match (wanted, running.is_some()) {
+            (true, false) => {
+                debug!("starting the pod watch (podRecovery is on)");
+                *running = Some(self.start());
+                self.active.set(1);
+            }
+            (false, true) => {
+                debug!("stopping the pod watch (podRecovery is off everywhere)");
+                *running = None;
+                self.active.set(0);
+            }
+            _ => {}
+        }
+    }
+
+    /// The pods, once the watch holds its initial list.
+    pub fn pods(&self) -> Option<Vec<Arc<Pod>>> {
+        let running = self.running.lock().expect("pod watch lock");
+        let running = running.as_ref()?;
+        running
+            .synced
+            .load(Ordering::Acquire)
+            .then(|| running.store.state())
+    }
+
+    fn start(&self) -> Running {
+        let (store, writer) = reflector::store();
+        let synced = Arc::new(AtomicBool::new(false));
+        let api = Api::<Pod>::all(self.client.clone());
+        let config = watcher::Config::default()
+            .fields("status.phase=Pending")
+            .any_semantic();
+        let stream = watcher(api, config)
+            .default_backoff()
+            .modify(slim)
+            .reflect(writer)
+            .inspect({
+                let synced = synced.clone();
+                move |event| match event {
+                    Ok(watcher::Event::InitDone) => synced.store(true, Ordering::Release),
+                    Err(e) => warn!(error = %e, "pod watch failed; retrying"),
+                    _ => {}
+                }
+            })
+            .applied_objects();
+        let triggers = self.triggers.clone();
+        let task = tokio::spawn(async move {
+            stream
+                .for_each(|pod| {
+                    if let Ok(pod) = pod
+                        && !failing_images(&pod).is_empty()
+                    {
+                        let _ = triggers.unbounded_send(Ok(pod));
+                    }
+                    std::future::ready(())
+                })
+                .await;
+        });
+        Running {
+            store,
+            synced,
+            task,
+        }
+    }
+}
+
+/// Evictions per credential in the last minute, for the rate limit.
+#[derive(Default)]
+pub struct EvictionBudget {
+    recent: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+impl EvictionBudget {
+    const WINDOW: Duration = Duration::from_secs(60);
+
+    /// Takes one eviction of `credential`'s budget; `Err(wait)` when spent, with the time until
+    /// the next one is allowed.
+    pub fn take(&self, credential: &str, per_minute: u32) -> Result<(), Duration> {
+        let mut recent = self.recent.lock().expect("eviction budget lock");
+        let times = recent.entry(credential.into()).or_default();
+        while times.front().is_some_and(|t| t.elapsed() >= Self::WINDOW) {
+            times.pop_front();
+        }
+        if times.len() >= per_minute as usize {
+            let oldest = times.front().copied().unwrap_or_else(Instant::now);
+            return Err(Self::WINDOW.saturating_sub(oldest.elapsed()));
+        }
+        times.push_back(Instant::now());
+        Ok(())
+    }
+
+    /// Gives back the last eviction taken (it was refused, so it did not count).
+    pub fn refund(&self, credential: &str) {
+        if let Some(times) = self
+            .recent
+            .lock()
+            .expect("eviction budget lock")
+            .get_mut(credential)
+        {
+            times.pop_back();
+        }
+    }
+
+    pub fn forget(&self, credential: &str) {
+        self.recent
+            .lock()
+            .expect("eviction budget lock")
+            .remove(credential);
+    }
+}
+
+/// Pods already given an Event, per credential (by uid): one Event per pod, not one per pass.
+#[derive(Default)]
+pub struct Reported {
+    by_credential: Mutex<HashMap<String, HashSet<String>>>,
+}
+
+impl Reported {
+    /// Records this pass's candidates; returns those not reported before.
+    pub fn fresh<'c>(&self, credential: &str, now: &'c [Candidate]) -> Vec<&'c Candidate> {
+        let mut all = self.by_credential.lock().expect("reported pods lock");
+        let before = all.insert(
+            credential.into(),
+            now.iter().map(|c| c.uid.clone()).collect(),
+        );
+        let before = before.unwrap_or_default();
+        now.iter().filter(|c| !before.contains(&c.uid)).collect()
+    }
+
+    pub fn forget(&self, credential: &str) {
+        self.by_credential
+            .lock()
+            .expect("reported pods lock")
+            .remove(credential);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    fn pod(ns: &str, name: &str, sa: Option<&str>, own: &[&str], waiting: &[(&str, &str)]) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                namespace: Some(ns.into()),
+                name: Some(name.into()),
+                uid: Some(format!("{ns}-{name}")),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                service_account_name: sa.map(Into::into),
+                image_pull_secrets: (!own.is_empty()).then(|| {
+                    own.iter()
+                        .map(|n| LocalObjectReference {
+                            name: n.to_string(),
+                        })
+                        .collect()
+                }),
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                phase: Some("Pending".into()),
+                container_statuses: Some(
+                    waiting
+                        .iter()
+                        .map(|(image, reason)| ContainerStatus {
+                            name: "c".into(),
+                            image: image.to_string(),
+                            state: Some(ContainerState {
+                                waiting: Some(ContainerStateWaiting {
+                                    reason: Some(reason.to_string()),
+                                    message: Some("pull access denied".into()),
+                                }),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn controlled_by(mut p: Pod, kind: &str) -> Pod {
+        p.metadata.owner_references = Some(vec![OwnerReference {
+            kind: kind.into(),
+            name: "owner".into(),
+            uid: "owner-uid".into(),
+            controller: Some(true),
+            ..Default::default()
+        }]);
+        p
+    }
+
+    fn offer<'a>(targets: &'a [String], sas: &'a [String]) -> Offer<'a> {
+        Offer {
+            targets,
+            service_accounts: sas,
+            secret_name: "acme-pull",
+            keys: vec!["registry.example.com"],
+        }
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_pod_that_failed_before_its_service_account_listed_the_secret_is_a_candidate() {
+        let (targets, sas) = (strings(&["a"]), strings(&["default"]));
+        let pods = [controlled_by(
+            pod(
+                "a",
+                "web-1",
+                None,
+                &[],
+                &[("registry.example.com/app:1", "ImagePullBackOff")],
+            ),
+            "ReplicaSet",
+        )];
+        let found = candidates(&pods, &offer(&targets, &sas), |_, _| true);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].service_account, "default");
+        assert!(found[0].recreated);
+        assert_eq!(found[0].image, "registry.example.com/app:1");
+    }
+
+    #[test]
+    fn pods_recovery_cannot_help_are_left_out() {
+        let (targets, sas) = (strings(&["a"]), strings(&["default"]));
+        let failing = |ns: &str, name: &str| {
+            pod(
+                ns,
+                name,
+                None,
+                &[],
+                &[("registry.example.com/app:1", "ErrImagePull")],
+            )
+        };
+        let pods = [
+            failing("b", "other-namespace"),
+            pod(
+                "a",
+                "other-account",
+                Some("builder"),
+                &[],
+                &[("registry.example.com/app:1", "ErrImagePull")],
+            ),
+            pod(
+                "a",
+                "has-it",
+                None,
+                &["acme-pull"],
+                &[("registry.example.com/app:1", "ErrImagePull")],
+            ),
+            pod(
+                "a",
+                "other-registry",
+                None,
+                &[],
+                &[("elsewhere.example.com/app:1", "ErrImagePull")],
+            ),
+            pod(
+                "a",
+                "not-a-pull-failure",
+                None,
+                &[],
+                &[("registry.example.com/app:1", "CrashLoopBackOff")],
+            ),
+        ];
+        assert!(candidates(&pods, &offer(&targets, &sas), |_, _| true).is_empty());
+        let pods = [failing("a", "account-does-not-list-it-yet")];
+        assert!(
+            candidates(&pods, &offer(&targets, &sas), |_, _| false).is_empty(),
+            "a recreated pod would fail again"
+        );
+    }
+
+    #[test]
+    fn bare_pods_and_pods_of_other_controllers_are_not_recreated() {
+        let (targets, sas) = (strings(&["a"]), strings(&["*"]));
+        let waiting = [("registry.example.com/app:1", "ErrImagePull")];
+        let pods = [
+            pod("a", "bare", Some("x"), &[], &waiting),
+            controlled_by(pod("a", "custom", None, &[], &waiting), "MyOperatorKind"),
+            controlled_by(pod("a", "job", None, &[], &waiting), "Job"),
+        ];
+        let found = candidates(&pods, &offer(&targets, &sas), |_, _| true);
+        let recreated: Vec<_> = found
+            .iter()
+            .map(|c| (c.name.as_str(), c.recreated))
+            .collect();
+        assert_eq!(
+            recreated,
+            [("bare", false), ("custom", false), ("job", true)]
+        );
+    }
+
+    #[test]
+    fn coverage_follows_the_kubelet_rules() {
+        assert!(covers(
+            &["registry.example.com"],
+            "registry.example.com/team/app:1"
+        ));
+        assert!(covers(&["*.example.com"], "registry.example.com/app"));
+        assert!(
+            !covers(&["*.example.com"], "a.b.example.com/app"),
+            "one label per glob"
+        );
+        assert!(
+            !covers(&["registry.example.com:5000"], "registry.example.com/app"),
+            "ports must match"
+        );
+        assert!(
+            covers(&["https://index.docker.io/v1/"], "nginx"),
+            "Docker Hub"
+        );
+        assert!(!covers(&["registry.example.com"], "not an image"));
+    }
+
+    #[test]
+    fn the_cache_keeps_only_what_the_decision_reads() {
+        let mut p = controlled_by(
+            pod(
+                "a",
+                "web-1",
+                Some("builder"),
+                &["mine"],
+                &[("registry.example.com/app:1", "ErrImagePull")],
+            ),
+            "ReplicaSet",
+        );
+        p.metadata.labels = Some([("app".to_string(), "web".to_string())].into());
+        p.metadata.annotations = Some([("big".to_string(), "x".repeat(10_000))].into());
+        p.spec.as_mut().unwrap().containers = vec![Container {
+            name: "c".into(),
+            image: Some("registry.example.com/app:1".into()),
+            ..Default::default()
+        }];
+        let before = candidates(
+            [&p],
+            &offer(&strings(&["a"]), &strings(&["builder"])),
+            |_, _| true,
+        );
+        slim(&mut p);
+        assert!(p.metadata.labels.is_none() && p.metadata.annotations.is_none());
+        assert!(p.spec.as_ref().unwrap().containers.is_empty());
+        let message = &p
+            .status
+            .as_ref()
+            .unwrap()
+            .container_statuses
+            .as_ref()
+            .unwrap()[0]
+            .state
+            .as_ref()
+            .unwrap()
+            .waiting
+            .as_ref()
+            .unwrap()
+            .message;
+        assert!(message.is_none(), "pull messages are not kept");
+        let after = candidates(
+            [&p],
+            &offer(&strings(&["a"]), &strings(&["builder"])),
+            |_, _| true,
+        );
+        assert_eq!(before, after, "the same decision from the slim pod");
+    }
+
+    #[test]
+    fn the_eviction_budget_holds_per_credential() {
+        let budget = EvictionBudget::default();
+        assert!(budget.take("a", 2).is_ok());
+        assert!(budget.take("a", 2).is_ok());
+        let wait = budget.take("a", 2).unwrap_err();
+        assert!(wait > Duration::from_secs(50) && wait <= Duration::from_secs(60));
+        assert!(
+            budget.take("b", 2).is_ok(),
+            "another credential has its own"
+        );
+    }
+
+    #[test]
+    fn a_pod_is_reported_once_while_it_waits() {
+        let reported = Reported::default();
+        let c = |uid: &str| Candidate {
+            namespace: "a".into(),
+            name: uid.into(),
+            uid: uid.into(),
+            service_account: "default".into(),
+            image: "i".into(),
+            recreated: false,
+        };
+        let first = [c("1"), c("2")];
+        assert_eq!(reported.fresh("acme", &first).len(), 2);
+        assert!(reported.fresh("acme", &first).is_empty());
+        let next = [c("2"), c("3")];
+        let fresh: Vec<_> = reported
+            .fresh("acme", &next)
+            .iter()
+            .map(|c| c.uid.clone())
+            .collect();
+        assert_eq!(fresh, ["3"]);
+    }
+}
