@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 
-.PHONY: help deps build release lint unit integration test-repeat test cluster-up cluster-down demo crd bench bench-smoke fuzz
+.PHONY: help deps build release lint unit gitops integration test-repeat test krew cluster-up cluster-down demo crd bench bench-smoke fuzz
 
 help:
 	@echo "make demo          build, start the local cluster, install the CRD, apply examples/, run the operator, pull on the node"
@@ -14,6 +14,8 @@ help:
 	@echo "make crd           regenerate crds/registrycredential.yaml from the Rust types"
 	@echo "make bench         the benchmark (N=1000 by default; results in target/bench/)"
 	@echo "make fuzz          run every fuzz target FUZZ_SECONDS (default 60) each; needs a nightly toolchain"
+	@echo "make gitops        the Argo CD health check's tests and kstatus, under the tools' own engines"
+	@echo "make krew          the kubectl-regcred plugin archive and its krew manifest (target/krew/)"
 
 ## Installs what the build and the tests need (Debian packages, Rust components); quick when present.
 deps:
@@ -34,6 +36,10 @@ release: deps
 unit: deps
 	cargo test --lib --bins
 
+## The Argo CD health check's own tests (health_test.yaml) and kstatus, under the tools' engines.
+gitops: deps
+	cd tests/gitops && GOTOOLCHAIN=local GOFLAGS=-mod=mod go test ./...
+
 integration: deps
 	tests/run-integration.sh
 
@@ -42,11 +48,20 @@ REPEAT ?= 5
 test-repeat: deps
 	REPEAT=$(REPEAT) tests/repeat-integration.sh
 
-test: lint unit release integration bench-smoke
+test: lint unit gitops release integration bench-smoke
 
 crd:
 	cargo run --quiet -- crd > crds/registrycredential.yaml
 	cp crds/registrycredential.yaml deploy/helm/regcred-operator/crds/registrycredential.yaml
+
+## kubectl plugin archive for this machine and its krew manifest (target/krew/).
+KREW_VERSION ?= v$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+krew: release
+	mkdir -p target/krew/pkg
+	cp target/release/regcred-operator target/krew/pkg/kubectl-regcred
+	tar -C target/krew/pkg -czf target/krew/kubectl-regcred_$$(uname -s | tr A-Z a-z)_$$(uname -m | sed 's/x86_64/amd64/;s/aarch64/arm64/').tar.gz kubectl-regcred
+	hack/krew-manifest.sh $(KREW_VERSION) target/krew/kubectl-regcred_*.tar.gz > target/krew/regcred.yaml
+	@echo "target/krew/regcred.yaml"
 
 cluster-up: deps
 	tests/controlplane/cluster.sh up $(CLUSTER_DIR)

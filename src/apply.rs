@@ -2,7 +2,7 @@
 //! parallel (bounded). Every ServiceAccount write carries the resourceVersion it was computed
 //! from; on 409 the account is read again and the edit recomputed.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
@@ -11,9 +11,10 @@ use kube::{
     api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions},
 };
 use serde_json::json;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::{
+    contests::Verdict,
     context::Context,
     crd::{CREDENTIAL_LABEL, ConflictPolicy, CredentialSource, MANAGED_BY_LABEL, MANAGER},
     error::{Error, namespace_terminating, status_code},
@@ -452,7 +453,11 @@ pub async fn write_service_account(
         .resource_version
         .clone()
         .unwrap_or_default();
+    let mut base = service_account;
     for attempt in 1..=SA_WRITE_ATTEMPTS {
+        if service_accounts::restores(&base, credential, &want) {
+            contested(ctx, &api, credential, &ns, &name).await?;
+        }
         match api
             .patch(&name, &pp, &Patch::Merge(edit.merge_patch(&rv)))
             .await
@@ -487,6 +492,7 @@ pub async fn write_service_account(
                     Some(next) => {
                         rv = fresh.metadata.resource_version.clone().unwrap_or_default();
                         edit = next;
+                        base = Arc::new(fresh);
                     }
                 }
             }
@@ -495,6 +501,76 @@ pub async fn write_service_account(
         }
     }
     unreachable!("the last attempt returns")
+}
+
+/// Counts a restoration of our entry on `ns/name`; refuses it while another writer is found to keep
+/// removing the entry (see [`crate::contests`]). The report names the field manager that last
+/// wrote the list, from a fresh read with managedFields (the caches drop them), once per backoff.
+async fn contested(
+    ctx: &Context,
+    api: &Api<ServiceAccount>,
+    credential: &str,
+    ns: &str,
+    name: &str,
+) -> Result<(), Error> {
+    let remaining = match ctx.contests.restoring(credential, ns, name, Instant::now()) {
+        Verdict::Restore => return Ok(()),
+        Verdict::BackOff { remaining, started } => {
+            if !started && let Some(message) = ctx.contests.noted(credential, ns, name) {
+                return Err(Error::Contested { message });
+            }
+            remaining
+        }
+    };
+    let writer = match api.get_opt(name).await {
+        Ok(Some(sa)) => list_writers(&sa),
+        _ => Vec::new(),
+    };
+    let by = if writer.is_empty() {
+        String::new()
+    } else {
+        format!(" (imagePullSecrets last written by {})", writer.join(", "))
+    };
+    let message = format!(
+        "ServiceAccount {ns}/{name}: another writer removed our imagePullSecrets entry more than {} \
+         times within {} s{by}; it is left alone for {} s, then restored once more. Let the other \
+         tool keep the entry (Argo CD: ignoreDifferences with managedFieldsManagers: [{MANAGER}] \
+         and RespectIgnoreDifferences=true; server-side apply: do not declare imagePullSecrets on \
+         this ServiceAccount)",
+        crate::contests::MAX_RESTORES,
+        crate::contests::WINDOW.as_secs(),
+        remaining.as_secs(),
+    );
+    warn!(
+        namespace = ns,
+        service_account = name,
+        credential,
+        "imagePullSecrets entry contested by another writer; backing off"
+    );
+    ctx.contests.note(credential, ns, name, message.clone());
+    Err(Error::Contested { message })
+}
+
+/// Field managers other than ours that own `imagePullSecrets`, as `manager (operation)`.
+fn list_writers(sa: &ServiceAccount) -> Vec<String> {
+    sa.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.manager.as_deref() != Some(MANAGER))
+        .filter(|m| {
+            m.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0.get("f:imagePullSecrets").is_some())
+        })
+        .map(|m| {
+            format!(
+                "{} ({})",
+                m.manager.as_deref().unwrap_or("unknown"),
+                m.operation.as_deref().unwrap_or("unknown")
+            )
+        })
+        .collect()
 }
 
 /// What the cleanups of a pass left: failures to retry, and Secrets not provably ours (reported,

@@ -106,6 +106,8 @@ pub struct Context {
     pub failures: Mutex<HashMap<String, u32>>,
     /// When new ServiceAccounts appeared, for the onboarding-latency metric.
     pub appeared: Arc<Appearances>,
+    /// ServiceAccounts on which another writer keeps removing our entries.
+    pub contests: crate::contests::Contests,
     /// Last credential verification per credential: when, and of which source version.
     pub verifications: Mutex<HashMap<String, (Instant, String)>>,
     /// The pod watch of `podRecovery`, running only while a credential has it on.

@@ -28,6 +28,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     apply::{self, Apply, Failure},
+    contests,
     context::{Appearances, CONFLICT_RECHECK, Caches, Context, Settings},
     crd::{
         CREDENTIAL_LABEL, FINALIZER, MANAGED_BY_LABEL, MANAGER, PodRecovery, RegistryCredential,
@@ -152,6 +153,7 @@ pub async fn run(
         appeared,
         verifications: Mutex::default(),
         tokens: crate::tokens::Tokens::default(),
+        contests: Default::default(),
         reported: Mutex::default(),
         pods,
         evictions: EvictionBudget::default(),
@@ -596,6 +598,14 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
             .failures
             .iter()
             .all(|f| f.reason == "Conflict" || f.reason == apply::NOT_OWNED);
+    // ...or another tool keeps removing our ServiceAccount entries.
+    let stalled = only_conflicts
+        || (!outcome.failures.is_empty()
+            && outcome.failures.iter().all(|f| {
+                f.reason == "Conflict"
+                    || f.reason == apply::NOT_OWNED
+                    || f.reason == contests::REASON
+            }));
     let (reason, message) = if ready {
         let mut message = format!("{}/{target_count} namespaces in sync", outcome.synced);
         if let Some(t) = token.as_ref().filter(|t| t.skewed) {
@@ -645,7 +655,7 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
         ready,
         reason,
         message,
-        stalled: only_conflicts,
+        stalled,
         secret_name,
         targets: target_count,
         synced: outcome.synced,
@@ -697,8 +707,15 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
     let resync = rc.spec.verify.as_ref().map_or(RESYNC, |v| {
         RESYNC.min(Duration::from_secs(v.interval_seconds.max(10).into()))
     });
+    let contest_retry = ctx
+        .contests
+        .next_retry(&owner.name, Instant::now())
+        .filter(|_| stalled);
     let next = if ready {
         resync
+    } else if let Some(retry) = contest_retry {
+        // Restore once more when the backoff ends (or on the next change, whichever is first).
+        retry.min(CONFLICT_RECHECK) + Duration::from_secs(1)
     } else if only_conflicts {
         CONFLICT_RECHECK + Duration::from_secs(1)
     } else {
@@ -1039,6 +1056,13 @@ fn key_warnings(registries: &[String]) -> Vec<String> {
 /// problem, its message): Events mark transitions, not passes.
 async fn write_status(ctx: &Context, rc: &RegistryCredential, report: Report) -> Result<(), Error> {
     let old = rc.status.as_ref();
+    let name = rc.name_any();
+    ctx.metrics.set_ready(&name, report.ready);
+    match &report.credentials {
+        CredentialsCondition::Set { valid, .. } => ctx.metrics.set_verified(&name, Some(*valid)),
+        CredentialsCondition::Off => ctx.metrics.set_verified(&name, None),
+        CredentialsCondition::Keep => {}
+    }
     let new = status::build(old, rc.metadata.generation, &report);
     if old == Some(&new) {
         return Ok(());
@@ -1051,7 +1075,6 @@ async fn write_status(ctx: &Context, rc: &RegistryCredential, report: Report) ->
                 || (!report.ready && c.message != report.message && report.stalled)
         }
     };
-    let name = rc.name_any();
     let api = Api::<RegistryCredential>::all(ctx.client.clone());
     api.patch_status(
         &name,
@@ -1263,6 +1286,7 @@ async fn teardown(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Erro
     }
     ctx.metrics.forget(&owner.name);
     ctx.tokens.forget(&owner.name);
+    ctx.contests.forget(&owner.name);
     ctx.forget_findings(&owner.name);
     ctx.reported_pods.forget(&owner.name);
     ctx.evictions.forget(&owner.name);

@@ -369,7 +369,38 @@ impl RegistryCredential {
 pub fn crd_yaml() -> String {
     let mut crd = serde_json::to_value(RegistryCredential::crd()).expect("a CRD always serializes");
     unwrap_descriptions(&mut crd);
-    serde_yaml::to_string(&crd).expect("a CRD always serializes")
+    quote_yaml11_words(&serde_yaml::to_string(&crd).expect("a CRD always serializes"))
+}
+
+/// Strings that YAML 1.1 reads as booleans (`Off`, `yes`, …) quoted. serde_yaml writes YAML 1.2,
+/// where they are plain strings, but kubectl and Helm read manifests as YAML 1.1: an enum value
+/// `Off` would reach the API server as `false`. (Real booleans are always written `true`/`false`,
+/// and the strings "true"/"false" are already quoted.)
+fn quote_yaml11_words(yaml: &str) -> String {
+    const WORDS: &[&str] = &[
+        "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off", "Off",
+        "OFF",
+    ];
+    let mut out = String::with_capacity(yaml.len());
+    for line in yaml.split_inclusive('\n') {
+        let body = line.trim_end_matches('\n');
+        let value_at = if let Some(rest) = body.trim_start().strip_prefix("- ") {
+            Some(body.len() - rest.len())
+        } else {
+            body.find(": ").map(|i| i + 2)
+        };
+        match value_at {
+            Some(at) if WORDS.contains(&&body[at..]) => {
+                out.push_str(&body[..at]);
+                out.push('\'');
+                out.push_str(&body[at..]);
+                out.push('\'');
+                out.push_str(&line[body.len()..]);
+            }
+            _ => out.push_str(line),
+        }
+    }
+    out
 }
 
 /// Doc comments are wrapped at 100 columns in the source; `kubectl explain` wraps on its own, so
@@ -406,6 +437,23 @@ fn unwrap_descriptions(value: &mut serde_json::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn yaml_1_1_boolean_words_are_quoted() {
+        assert_eq!(
+            quote_yaml11_words(
+                "default: Off\nenum:\n- Off\n- Report\n- 'on'\nx: true\nname: Offset\n"
+            ),
+            "default: 'Off'\nenum:\n- 'Off'\n- Report\n- 'on'\nx: true\nname: Offset\n"
+        );
+        let crd = crd_yaml();
+        assert!(crd.contains("default: 'Off'"), "podRecovery's default");
+        // Read as YAML 1.1 would read it, every enum value stays a string.
+        assert!(
+            !crd.lines()
+                .any(|l| l.trim() == "- Off" || l.trim() == "default: Off")
+        );
+    }
 
     #[test]
     fn committed_crds_match_the_rust_types() {

@@ -32,6 +32,9 @@ pub enum Error {
     #[error("finalizer of RegistryCredential {name}: {message}")]
     Finalizer { name: String, message: String },
 
+    #[error("{message}")]
+    Contested { message: String },
+
     #[error("RegistryCredential has no {0}")]
     MissingField(&'static str),
 }
@@ -60,6 +63,7 @@ impl Error {
             Error::Api { source, .. } => api_reason(source),
             Error::Status { .. } => "StatusWriteFailed",
             Error::Finalizer { .. } => "FinalizerFailed",
+            Error::Contested { .. } => crate::contests::REASON,
             Error::MissingField(_) => "InvalidObject",
         }
     }

@@ -5,6 +5,7 @@
 //! [`plan`] decides the writes (pure), [`apply`] carries them out and prunes, [`status`] reports.
 
 pub mod apply;
+pub mod contests;
 pub mod context;
 pub mod controller;
 pub mod crd;

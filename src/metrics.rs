@@ -52,6 +52,10 @@ pub struct Metrics {
     pub writes: Family<WriteLabels, Counter>,
     /// 1 while this replica holds the leader lease (or runs without leader election).
     pub leader: Gauge,
+    /// 1 while a credential's Ready condition is True, 0 otherwise.
+    pub ready: Family<CredentialLabels, Gauge>,
+    /// With verification on: 1 while every registry accepts the credentials, 0 otherwise.
+    pub verified: Family<CredentialLabels, Gauge>,
     /// Pods evicted by `podRecovery: Evict` so that their controller recreates them.
     pub pods_recovered: Family<CredentialLabels, Counter>,
     /// Pods that failed to pull and would pull if recreated, not recovered yet.
@@ -114,6 +118,18 @@ impl Default for Metrics {
             "1 while this replica is the leader",
             leader.clone(),
         );
+        let ready = Family::<CredentialLabels, Gauge>::default();
+        registry.register(
+            "credential_ready",
+            "1 while the RegistryCredential's Ready condition is True",
+            ready.clone(),
+        );
+        let verified = Family::<CredentialLabels, Gauge>::default();
+        registry.register(
+            "credential_verified",
+            "1 while the registries accept the credentials (CredentialsValid), 0 while one refuses; only with spec.verify",
+            verified.clone(),
+        );
         let pods_recovered = Family::<CredentialLabels, Counter>::default();
         registry.register(
             "pods_recovered",
@@ -148,6 +164,8 @@ impl Default for Metrics {
             registry,
             credential_expiry,
             token_mints,
+            ready,
+            verified,
             pod_watch,
             pods_recovered,
             pods_awaiting_recovery,
@@ -208,6 +226,8 @@ impl Metrics {
         };
         self.targeted.remove(&labels);
         self.synced.remove(&labels);
+        self.ready.remove(&labels);
+        self.verified.remove(&labels);
         self.pods_awaiting_recovery.remove(&labels);
         self.credential_expiry.remove(&labels);
         for result in ["success", "error"] {
@@ -233,6 +253,29 @@ impl Metrics {
         }
     }
 
+    pub fn set_ready(&self, credential: &str, ready: bool) {
+        self.ready
+            .get_or_create(&CredentialLabels {
+                credential: credential.into(),
+            })
+            .set(ready.into());
+    }
+
+    /// `None`: verification is off, no series.
+    pub fn set_verified(&self, credential: &str, valid: Option<bool>) {
+        let labels = CredentialLabels {
+            credential: credential.into(),
+        };
+        match valid {
+            Some(valid) => {
+                self.verified.get_or_create(&labels).set(valid.into());
+            }
+            None => {
+                self.verified.remove(&labels);
+            }
+        }
+    }
+
     pub fn write(&self, resource: &'static str, verb: &'static str) {
         self.writes
             .get_or_create(&WriteLabels { resource, verb })
@@ -244,5 +287,30 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_and_verification_series_follow_the_credential() {
+        let m = Metrics::default();
+        m.set_ready("acme", false);
+        m.set_verified("acme", Some(false));
+        let text = m.encode();
+        assert!(
+            text.contains("regcred_credential_ready{credential=\"acme\"} 0"),
+            "{text}"
+        );
+        assert!(text.contains("regcred_credential_verified{credential=\"acme\"} 0"));
+        m.set_ready("acme", true);
+        m.set_verified("acme", None);
+        let text = m.encode();
+        assert!(text.contains("regcred_credential_ready{credential=\"acme\"} 1"));
+        assert!(!text.contains("regcred_credential_verified{"));
+        m.forget("acme");
+        assert!(!m.encode().contains("credential=\"acme\""));
     }
 }

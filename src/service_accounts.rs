@@ -47,6 +47,17 @@ pub fn lists(sa: &ServiceAccount, secret: &str) -> bool {
         .any(|r| r.name == secret)
 }
 
+/// Whether bringing `sa` to `want` puts back an entry that our annotation still records as
+/// `credential`'s: someone else removed the entry (see [`crate::contests`]).
+pub fn restores(sa: &ServiceAccount, credential: &str, want: &Want) -> bool {
+    match want {
+        Want::Listed(name) => {
+            !lists(sa, name) && owned_by(sa, credential).iter().any(|s| s == name)
+        }
+        Want::Removed | Want::Released => false,
+    }
+}
+
 /// What a credential wants on one ServiceAccount.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Want {
@@ -281,6 +292,28 @@ mod tests {
         .unwrap();
         assert_eq!(names(&e), ["a", "acme-pull"]);
         assert_eq!(e.annotation, None);
+    }
+
+    #[test]
+    fn only_putting_back_an_entry_recorded_as_ours_is_a_restoration() {
+        let want = Want::Listed("acme-pull".into());
+        assert!(restores(&sa(&["x"], Some("acme/acme-pull")), "acme", &want));
+        assert!(!restores(&sa(&["x"], None), "acme", &want), "a first add");
+        assert!(!restores(
+            &sa(&["x", "acme-pull"], Some("acme/acme-pull")),
+            "acme",
+            &want
+        ));
+        assert!(!restores(
+            &sa(&["x"], Some("other/acme-pull")),
+            "acme",
+            &want
+        ));
+        assert!(!restores(
+            &sa(&["x"], Some("acme/acme-pull")),
+            "acme",
+            &Want::Removed
+        ));
     }
 
     #[test]

@@ -31,6 +31,9 @@ trap cleanup EXIT INT TERM
 # kubectl of the cluster's own version, built with it (the tests also use it for `kubectl wait`).
 PATH="$(tests/controlplane/build.sh | tail -n1):$PATH"
 export PATH
+# Argo CD's Lua health check and Flux's kstatus, as the tools run them (tests/gitops).
+REGCRED_TEST_GITOPS_BIN=$(tests/gitops/build.sh | tail -n1)
+export REGCRED_TEST_GITOPS_BIN
 
 log "building the operator and the tests"
 cargo build --bins --tests --quiet

@@ -6,6 +6,7 @@ mod support;
 
 mod bad_input;
 mod catalogue;
+mod chart;
 mod confinement;
 mod conflicts;
 mod doctor;
@@ -13,7 +14,9 @@ mod ecr;
 mod fanout;
 mod faults;
 mod foundation;
+mod gitops;
 mod lifecycle;
+mod monitoring;
 mod node;
 mod operate;
 mod ownership;

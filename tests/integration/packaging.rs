@@ -88,6 +88,7 @@ async fn helm_and_kustomize_render_the_same_objects() {
                 "--namespace",
                 "regcred-system",
                 "--include-crds",
+                "--skip-tests",
             ],
             None,
         )
@@ -158,6 +159,7 @@ async fn helm_rendering_installs_and_values_apply() {
             "extraLabels.team=platform",
             "--set",
             "logFormat=text",
+            "--skip-tests",
         ],
         None,
     )
