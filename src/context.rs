@@ -18,7 +18,7 @@ use kube::{
 
 use crate::{
     apply::Failure,
-    crd::RegistryCredential,
+    crd::{RegistryCredential, RegistryCredentialStatus},
     metrics::Metrics,
     overlay::Overlay,
     plan::{self, View},
@@ -116,6 +116,8 @@ pub struct Context {
     pub reported_pods: crate::recovery::Reported,
     /// `source.ecr`: the minted token of each credential.
     pub tokens: crate::tokens::Tokens,
+    /// The last status written per credential uid.
+    pub statuses: Mutex<HashMap<String, RegistryCredentialStatus>>,
     /// Findings already reported by an Event, per credential: (namespace, message).
     pub reported: Mutex<HashMap<String, std::collections::BTreeSet<(String, String)>>>,
 }
@@ -205,6 +207,36 @@ impl Context {
             .iter()
             .filter(|f| !before.contains(&(f.namespace.clone(), f.message.clone())))
             .collect()
+    }
+
+    /// The status this process last wrote for `rc` (by uid), or the cached one: only the operator
+    /// writes status, so its own last write is the newest, even before the watch delivers it.
+    /// Comparing with it keeps a second pass in quick succession from writing the same status
+    /// again and repeating its Events.
+    pub fn previous_status(&self, rc: &RegistryCredential) -> Option<RegistryCredentialStatus> {
+        let written = rc.metadata.uid.as_ref().and_then(|uid| {
+            self.statuses
+                .lock()
+                .expect("statuses lock")
+                .get(uid)
+                .cloned()
+        });
+        written.or_else(|| rc.status.clone())
+    }
+
+    pub fn wrote_status(&self, rc: &RegistryCredential, status: &RegistryCredentialStatus) {
+        if let Some(uid) = &rc.metadata.uid {
+            self.statuses
+                .lock()
+                .expect("statuses lock")
+                .insert(uid.clone(), status.clone());
+        }
+    }
+
+    pub fn forget_status(&self, rc: &RegistryCredential) {
+        if let Some(uid) = &rc.metadata.uid {
+            self.statuses.lock().expect("statuses lock").remove(uid);
+        }
     }
 
     /// Forgets what was reported for a credential that is gone.

@@ -155,6 +155,7 @@ pub async fn run(
         tokens: crate::tokens::Tokens::default(),
         contests: Default::default(),
         reported: Mutex::default(),
+        statuses: Mutex::default(),
         pods,
         evictions: EvictionBudget::default(),
         reported_pods: Reported::default(),
@@ -441,7 +442,8 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
     update_pod_watch(ctx, rc, false);
     let owner = owner_of(rc)?;
     let secret_name = rc.secret_name();
-    let old = rc.status.as_ref();
+    let previous = ctx.previous_status(rc);
+    let old = previous.as_ref();
 
     let selection = match Selection::new(&rc.spec) {
         Ok(s) => s,
@@ -1055,7 +1057,8 @@ fn key_warnings(registries: &[String]) -> Vec<String> {
 /// Writes the status if it changed, and emits an Event when the Ready reason changes (or, for a
 /// problem, its message): Events mark transitions, not passes.
 async fn write_status(ctx: &Context, rc: &RegistryCredential, report: Report) -> Result<(), Error> {
-    let old = rc.status.as_ref();
+    let previous = ctx.previous_status(rc);
+    let old = previous.as_ref();
     let name = rc.name_any();
     ctx.metrics.set_ready(&name, report.ready);
     match &report.credentials {
@@ -1086,6 +1089,7 @@ async fn write_status(ctx: &Context, rc: &RegistryCredential, report: Report) ->
         name: name.clone(),
         source: Box::new(source),
     })?;
+    ctx.wrote_status(rc, &new);
     if let CredentialsCondition::Set {
         valid,
         reason,
@@ -1287,6 +1291,7 @@ async fn teardown(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Erro
     ctx.metrics.forget(&owner.name);
     ctx.tokens.forget(&owner.name);
     ctx.contests.forget(&owner.name);
+    ctx.forget_status(rc);
     ctx.forget_findings(&owner.name);
     ctx.reported_pods.forget(&owner.name);
     ctx.evictions.forget(&owner.name);
