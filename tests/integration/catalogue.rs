@@ -660,8 +660,7 @@ async fn absent_namespaces_and_service_accounts_are_not_errors() {
     )
     .await;
     let ns = s.namespaces[0].clone();
-    let rc = wait_synced(&client, &s.name).await;
-    assert_eq!(rc.status.unwrap().target_namespaces, 1);
+    wait_synced_with(&client, &s.name, "1 target", |s| s.target_namespaces == 1).await;
     create_service_account(&client, &ns, "later").await;
     wait_sa_lists(&client, &ns, "later", &s.name).await;
 }

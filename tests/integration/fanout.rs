@@ -113,8 +113,7 @@ async fn exclusions_and_exclude_annotation_win() {
         }),
     )
     .await;
-    let rc = wait_synced(&client, &name).await;
-    assert_eq!(rc.status.unwrap().target_namespaces, 1);
+    wait_synced_with(&client, &name, "1 target", |s| s.target_namespaces == 1).await;
     assert!(get_secret(&client, &kept, &name).await.is_some());
     assert!(
         get_secret(&client, &globbed, &name).await.is_none(),
@@ -170,8 +169,7 @@ async fn namespace_labelled_later_is_onboarded_and_unlabelled_later_is_pruned() 
         },
     )
     .await;
-    let rc = wait_synced(&client, &name).await;
-    assert_eq!(rc.status.unwrap().target_namespaces, 0);
+    wait_synced_with(&client, &name, "no target", |s| s.target_namespaces == 0).await;
 }
 
 #[tokio::test]

@@ -53,8 +53,10 @@ async fn changing_secret_name_replaces_the_old_secret_and_entry() {
         })
         .await;
     }
-    let rc = wait_synced(&client, &s.name).await;
-    assert_eq!(rc.status.unwrap().secret_name.as_deref(), Some("new-pull"));
+    wait_synced_with(&client, &s.name, "secretName new-pull", |s| {
+        s.secret_name.as_deref() == Some("new-pull")
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -194,6 +194,5 @@ async fn a_tenant_cannot_make_the_operator_copy_into_its_namespace() {
     .await;
     let sa = get_sa(&client, &ns, "default").await.unwrap();
     assert!(pull_secret_names(&sa).is_empty(), "{sa:?}");
-    let rc = wait_synced(&client, &s.name).await;
-    assert_eq!(rc.status.unwrap().target_namespaces, 1);
+    wait_synced_with(&client, &s.name, "1 target", |s| s.target_namespaces == 1).await;
 }

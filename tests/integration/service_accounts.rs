@@ -157,12 +157,8 @@ async fn wildcard_patches_service_accounts_created_later() {
     wait_sa_lists(&client, ns, "default", &s.name).await;
     // The status of the pass that patched "builder" follows its write: wait for it, not for
     // any Synced status (the one from before "builder" existed says 1).
-    wait_for("patchedServiceAccounts 2", TIMEOUT, || async {
-        let rc = wait_synced(&client, &s.name).await;
-        match rc.status.map(|s| s.patched_service_accounts) {
-            Some(2) => Ok(()),
-            other => Err(other),
-        }
+    wait_synced_with(&client, &s.name, "patchedServiceAccounts 2", |s| {
+        s.patched_service_accounts == 2
     })
     .await;
 }
@@ -182,10 +178,12 @@ async fn changing_service_accounts_moves_our_entries() {
 
     patch_spec(&client, &s.name, json!({"serviceAccounts": []})).await;
     wait_entries(&client, ns, "builder", &["keep-me"]).await;
-    let rc = wait_synced(&client, &s.name).await;
+    wait_synced_with(&client, &s.name, "no patched ServiceAccount", |s| {
+        s.patched_service_accounts == 0
+    })
+    .await;
     assert!(
         get_secret(&client, ns, &s.name).await.is_some(),
         "[] still copies the Secret"
     );
-    assert_eq!(rc.status.unwrap().patched_service_accounts, 0);
 }

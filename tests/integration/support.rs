@@ -308,6 +308,26 @@ pub async fn wait_synced(client: &Client, name: &str) -> RegistryCredential {
     rc
 }
 
+/// Waits for `Synced` with a status for which `check` holds: a Synced status from before the last
+/// change can still be the stored one for a moment after that change took effect.
+pub async fn wait_synced_with(
+    client: &Client,
+    name: &str,
+    what: &str,
+    check: impl Fn(&regcred_operator::crd::RegistryCredentialStatus) -> bool,
+) -> RegistryCredential {
+    wait_for(&format!("{name} Synced with {what}"), TIMEOUT, || async {
+        let rc = credential(client, name).await;
+        let synced =
+            ready(&rc).is_some_and(|(status, reason, _)| status == "True" && reason == "Synced");
+        match rc.status.as_ref() {
+            Some(s) if synced && check(s) => Ok(rc),
+            other => Err(other.cloned()),
+        }
+    })
+    .await
+}
+
 pub async fn get_secret(client: &Client, ns: &str, name: &str) -> Option<Secret> {
     Api::<Secret>::namespaced(client.clone(), ns)
         .get_opt(name)
