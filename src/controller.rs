@@ -29,7 +29,7 @@ use tracing::{debug, info, warn};
 use crate::{
     apply::{self, Apply, Failure},
     contests,
-    context::{Appearances, CONFLICT_RECHECK, Caches, Context, Settings},
+    context::{Appearances, CONFLICT_RECHECK, CacheView, Caches, Context, Settings},
     crd::{
         CREDENTIAL_LABEL, FINALIZER, MANAGED_BY_LABEL, MANAGER, PodRecovery, RegistryCredential,
     },
@@ -554,6 +554,9 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
 
+    // One snapshot for the plan and for pod recovery after apply: its ServiceAccounts are read
+    // through our write overlay, so recovery sees this pass's entries.
+    let view = ctx.view(rc);
     let plan = plan::sync(
         &Desired {
             owner: &owner,
@@ -562,7 +565,7 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
             service_accounts: &rc.spec.service_accounts,
             targets: &targets,
         },
-        &ctx.view(rc),
+        &view,
     );
     debug!(credential = %owner.name, targets = targets.len(), writes = plan.writes(), "planned");
     let outcome = Apply {
@@ -576,7 +579,7 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
     .run(plan)
     .await;
     report_unowned(ctx, rc, &outcome.unowned).await;
-    let recovered = recover(ctx, rc, &resolved, &targets, &secret_name).await;
+    let recovered = recover(ctx, rc, &view, &resolved, &targets, &secret_name).await;
 
     if !outcome.adopted.is_empty() {
         publish(
@@ -745,6 +748,7 @@ const EVICTION_RETRY: Duration = Duration::from_secs(10);
 async fn recover(
     ctx: &Context,
     rc: &RegistryCredential,
+    view: &CacheView<'_>,
     resolved: &ResolvedSource,
     targets: &[String],
     secret_name: &str,
@@ -776,7 +780,6 @@ async fn recover(
             retry: None,
         };
     };
-    let view = ctx.view(rc);
     let offer = recovery::Offer {
         targets,
         service_accounts: &rc.spec.service_accounts,

@@ -1,58 +1,17 @@
 //! The Helm chart for production: values checked against values.schema.json, an optional
 //! NetworkPolicy, a `helm test` hook, and pods that pass the restricted Pod Security Standard.
 
-use serde::Deserialize;
 use serde_json::json;
 
 use crate::support::*;
 
-fn chart() -> String {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/helm/regcred-operator").to_string()
-}
-
-async fn run(program: &str, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-    use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .env("KUBECONFIG", kubeconfig_path())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{program} is not available: {e}"));
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).await.unwrap();
-    }
-    drop(input);
-    let out = child.wait_with_output().await.unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-async fn ok(program: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let (success, out, err) = run(program, args, stdin).await;
-    assert!(success, "{program} {args:?}: {err}");
-    out
-}
-
 async fn template(release: &str, ns: &str, values: &[&str]) -> (bool, String, String) {
-    let chart = chart();
+    let chart = chart_dir();
     let mut args = vec!["template", release, chart.as_str(), "--namespace", ns];
     for v in values {
         args.extend(["--set", v]);
     }
-    run("helm", &args, None).await
-}
-
-fn documents(yaml: &str) -> Vec<serde_yaml::Value> {
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|d| serde_yaml::Value::deserialize(d).unwrap())
-        .filter(|v| !v.is_null())
-        .collect()
+    run_program("helm", &args, None).await
 }
 
 fn of_kind<'a>(docs: &'a [serde_yaml::Value], kind: &str) -> Vec<&'a serde_yaml::Value> {
@@ -102,7 +61,7 @@ async fn the_network_policy_is_off_by_default_and_admits_only_metrics_and_health
     let ns = unique("chart-netpol");
     ensure_namespace(&client, &ns).await;
     let (_, off, _) = template("np", &ns, &[]).await;
-    assert!(of_kind(&documents(&off), "NetworkPolicy").is_empty());
+    assert!(of_kind(&yaml_documents(&off), "NetworkPolicy").is_empty());
 
     let (rendered, out, err) = template(
         "np",
@@ -114,7 +73,7 @@ async fn the_network_policy_is_off_by_default_and_admits_only_metrics_and_health
     )
     .await;
     assert!(rendered, "{err}");
-    let docs = documents(&out);
+    let docs = yaml_documents(&out);
     let policy = of_kind(&docs, "NetworkPolicy")[0];
     let deployment = of_kind(&docs, "Deployment")[0];
     assert_eq!(
@@ -143,7 +102,7 @@ async fn the_network_policy_is_off_by_default_and_admits_only_metrics_and_health
         json!([{"name": "metrics", "containerPort": 8080}, {"name": "health", "containerPort": 8081}])
     );
     let manifest = serde_yaml::to_string(policy).unwrap();
-    ok(
+    run_ok(
         "kubectl",
         &["apply", "--dry-run=server", "-f", "-"],
         Some(&manifest),
@@ -175,7 +134,7 @@ fn pods_of(docs: &[serde_yaml::Value], ns: &str) -> Vec<serde_json::Value> {
 
 /// What `kubectl label --dry-run=server` says about enforcing `restricted` on `ns`.
 async fn restricted_warnings(ns: &str) -> String {
-    let (labelled, _, err) = run(
+    let (labelled, _, err) = run_program(
         "kubectl",
         &[
             "label",
@@ -200,7 +159,7 @@ async fn the_operators_pods_pass_the_restricted_pod_security_standard() {
     let release = unique("pss");
     let (rendered, out, err) = template(&release, &ns, &[]).await;
     assert!(rendered, "{err}");
-    let docs = documents(&out);
+    let docs = yaml_documents(&out);
     // The test hook is part of the rendering, and a test hook.
     let hook = of_kind(&docs, "Pod");
     assert_eq!(hook.len(), 1, "the helm test pod");
@@ -208,10 +167,10 @@ async fn the_operators_pods_pass_the_restricted_pod_security_standard() {
     // Everything but the hook (the ServiceAccount must exist for the pods), then the pods.
     let objects: Vec<_> = docs.iter().filter(|d| d["kind"] != "Pod").collect();
     let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
-    ok("kubectl", &["apply", "-f", "-"], Some(&list.to_string())).await;
+    run_ok("kubectl", &["apply", "-f", "-"], Some(&list.to_string())).await;
     // The kustomize Deployment's pod as well.
-    let kustomized = documents(
-        &ok(
+    let kustomized = yaml_documents(
+        &run_ok(
             "kubectl",
             &["kustomize", concat!(env!("CARGO_MANIFEST_DIR"), "/deploy")],
             None,
@@ -231,7 +190,7 @@ async fn the_operators_pods_pass_the_restricted_pod_security_standard() {
     pods.append(&mut from_kustomize);
     assert_eq!(pods.len(), 3);
     for pod in &pods {
-        ok("kubectl", &["apply", "-f", "-"], Some(&pod.to_string())).await;
+        run_ok("kubectl", &["apply", "-f", "-"], Some(&pod.to_string())).await;
     }
     let warnings = restricted_warnings(&ns).await;
     assert!(
@@ -245,7 +204,7 @@ async fn the_operators_pods_pass_the_restricted_pod_security_standard() {
         "metadata": {"name": "careless", "namespace": ns},
         "spec": {"serviceAccountName": format!("{release}-regcred-operator"), "containers": [{"name": "c", "image": "busybox"}]},
     });
-    ok(
+    run_ok(
         "kubectl",
         &["apply", "-f", "-"],
         Some(&careless.to_string()),
@@ -257,13 +216,13 @@ async fn the_operators_pods_pass_the_restricted_pod_security_standard() {
             && warnings.contains("careless"),
         "{warnings}"
     );
-    ok(
+    run_ok(
         "kubectl",
         &["delete", "namespace", &ns, "--wait=false"],
         None,
     )
     .await;
-    ok(
+    run_ok(
         "kubectl",
         &[
             "delete",
@@ -282,7 +241,7 @@ async fn the_helm_test_hook_checks_what_the_operator_serves() {
     // The hook's own command, pointed at the suite's operator instead of the in-cluster Service.
     let (rendered, out, err) = template("hook", "regcred-system", &[]).await;
     assert!(rendered, "{err}");
-    let docs = documents(&out);
+    let docs = yaml_documents(&out);
     let pod = of_kind(&docs, "Pod")[0];
     let command = pod["spec"]["containers"][0]["command"][2]
         .as_str()
@@ -291,12 +250,13 @@ async fn the_helm_test_hook_checks_what_the_operator_serves() {
     let service_url = "http://hook-regcred-operator-metrics:8080/metrics";
     assert!(command.contains(service_url), "{command}");
     let url = std::env::var("REGCRED_TEST_METRICS_URL").expect("REGCRED_TEST_METRICS_URL");
-    let (passed, _, err) = run("sh", &["-c", &command.replace(service_url, &url)], None).await;
+    let (passed, _, err) =
+        run_program("sh", &["-c", &command.replace(service_url, &url)], None).await;
     assert!(
         passed,
         "the hook's check fails against a running operator: {err}"
     );
-    let (passed, _, _) = run(
+    let (passed, _, _) = run_program(
         "sh",
         &[
             "-c",
@@ -314,7 +274,7 @@ async fn the_krew_manifest_names_the_plugin_archive_and_its_digest() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("kubectl-regcred"), b"#!/bin/sh\n").unwrap();
     let archive = dir.join("kubectl-regcred_linux_amd64.tar.gz");
-    ok(
+    run_ok(
         "tar",
         &[
             "-C",
@@ -327,7 +287,7 @@ async fn the_krew_manifest_names_the_plugin_archive_and_its_digest() {
     )
     .await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/hack/krew-manifest.sh");
-    let manifest = ok(script, &["v0.1.0", archive.to_str().unwrap()], None).await;
+    let manifest = run_ok(script, &["v0.1.0", archive.to_str().unwrap()], None).await;
     let plugin: serde_yaml::Value = serde_yaml::from_str(&manifest).expect("YAML");
     assert_eq!(
         plugin["apiVersion"],
@@ -346,7 +306,7 @@ async fn the_krew_manifest_names_the_plugin_archive_and_its_digest() {
             .unwrap()
             .ends_with("/v0.1.0/kubectl-regcred_linux_amd64.tar.gz")
     );
-    let digest = ok("sha256sum", &[archive.to_str().unwrap()], None).await;
+    let digest = run_ok("sha256sum", &[archive.to_str().unwrap()], None).await;
     assert_eq!(
         platform["sha256"].as_str().unwrap(),
         digest.split_whitespace().next().unwrap()
@@ -354,7 +314,7 @@ async fn the_krew_manifest_names_the_plugin_archive_and_its_digest() {
     // An archive without the plugin binary is refused.
     std::fs::write(dir.join("other"), b"x").unwrap();
     let wrong = dir.join("kubectl-regcred_linux_arm64.tar.gz");
-    ok(
+    run_ok(
         "tar",
         &[
             "-C",
@@ -366,7 +326,7 @@ async fn the_krew_manifest_names_the_plugin_archive_and_its_digest() {
         None,
     )
     .await;
-    let (made, _, _) = run(script, &["v0.1.0", wrong.to_str().unwrap()], None).await;
+    let (made, _, _) = run_program(script, &["v0.1.0", wrong.to_str().unwrap()], None).await;
     assert!(!made);
     std::fs::remove_dir_all(dir).ok();
 }

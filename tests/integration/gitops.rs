@@ -27,36 +27,6 @@ fn repo(path: &str) -> PathBuf {
 
 const HEALTH_CHECK: &str = "deploy/argocd/resource_customizations/regcred.dev/RegistryCredential";
 
-/// Runs a program; returns (success, stdout, stderr).
-async fn run(program: &str, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-    use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .env("KUBECONFIG", kubeconfig_path())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{program} is not available: {e}"));
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).await.unwrap();
-    }
-    drop(input);
-    let out = child.wait_with_output().await.unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-async fn ok(program: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let (success, out, err) = run(program, args, stdin).await;
-    assert!(success, "{program} {args:?}: {err}");
-    out
-}
-
 fn gitops_bin() -> String {
     std::env::var("REGCRED_TEST_GITOPS_BIN").unwrap_or_else(|_| {
         panic!("REGCRED_TEST_GITOPS_BIN is not set: run the tests with tests/run-integration.sh")
@@ -66,7 +36,7 @@ fn gitops_bin() -> String {
 /// What Argo CD's health check and Flux's kstatus make of the live object:
 /// `((argo status, argo message), (kstatus status, kstatus message))`.
 async fn judged(name: &str) -> ((String, String), (String, String)) {
-    let object = ok(
+    let object = run_ok(
         "kubectl",
         &["get", "registrycredential", name, "-o", "json"],
         None,
@@ -81,8 +51,8 @@ async fn judged(name: &str) -> ((String, String), (String, String)) {
             v["message"].as_str().unwrap_or_default().to_string(),
         )
     };
-    let argo = verdict(ok(&bin, &["argocd", script.to_str().unwrap()], Some(&object)).await);
-    let flux = verdict(ok(&bin, &["kstatus"], Some(&object)).await);
+    let argo = verdict(run_ok(&bin, &["argocd", script.to_str().unwrap()], Some(&object)).await);
+    let flux = verdict(run_ok(&bin, &["kstatus"], Some(&object)).await);
     (argo, flux)
 }
 
@@ -231,7 +201,7 @@ async fn refusing_namespace(client: &Client, key: &str) -> String {
             }
         ]
     });
-    ok(
+    run_ok(
         "kubectl",
         &["apply", "-f", "-"],
         Some(&manifest.to_string()),
@@ -239,7 +209,7 @@ async fn refusing_namespace(client: &Client, key: &str) -> String {
     .await;
     // The policy takes a moment to load: wait until it refuses a Secret of our own.
     wait_for("the admission policy to be in force", TIMEOUT, || async {
-        let (created, _, err) = run(
+        let (created, _, err) = run_program(
             "kubectl",
             &[
                 "-n",
@@ -254,7 +224,7 @@ async fn refusing_namespace(client: &Client, key: &str) -> String {
         )
         .await;
         if created {
-            ok("kubectl", &["-n", &ns, "delete", "secret", "probe"], None).await;
+            run_ok("kubectl", &["-n", &ns, "delete", "secret", "probe"], None).await;
             Err("created".to_string())
         } else if err.contains("no Secrets in this namespace") {
             Ok(())
@@ -269,7 +239,7 @@ async fn refusing_namespace(client: &Client, key: &str) -> String {
 
 async fn remove_refusal(ns: &str) {
     let policy = format!("regcred-test-refuse-{ns}");
-    ok(
+    run_ok(
         "kubectl",
         &[
             "delete",
@@ -283,7 +253,7 @@ async fn remove_refusal(ns: &str) {
 
 #[tokio::test]
 async fn kubectl_apply_of_the_crds_directory_succeeds() {
-    let out = ok(
+    let out = run_ok(
         "kubectl",
         &["apply", "-f", repo("crds").to_str().unwrap()],
         None,
@@ -313,7 +283,7 @@ async fn the_argo_cd_component_installs_the_health_check_into_argocd_cm() {
         format!("resources: [argocd-cm.yaml]\ncomponents: [{component}]\n"),
     )
     .unwrap();
-    let rendered = ok("kubectl", &["kustomize", root.to_str().unwrap()], None).await;
+    let rendered = run_ok("kubectl", &["kustomize", root.to_str().unwrap()], None).await;
     let cm: serde_yaml::Value = serde_yaml::from_str(&rendered).unwrap();
     let data = &cm["data"];
     assert_eq!(cm["metadata"]["name"], "argocd-cm", "no name suffix");
@@ -339,7 +309,7 @@ async fn the_argo_cd_component_installs_the_health_check_into_argocd_cm() {
         serde_yaml::from_str::<serde_yaml::Value>("[regcred-operator]").unwrap()
     );
     // And it is a ConfigMap the API server takes.
-    ok(
+    run_ok(
         "kubectl",
         &["apply", "--dry-run=server", "-f", "-"],
         Some(&rendered.replace("namespace: argocd", "namespace: default")),
@@ -401,7 +371,7 @@ async fn a_service_account_applied_by_a_gitops_tool_keeps_our_entry() {
         if force {
             args.push("--force-conflicts");
         }
-        run("kubectl", &args, Some(&manifest)).await
+        run_program("kubectl", &args, Some(&manifest)).await
     };
     let names = |out: &str| -> Vec<String> {
         let sa: ServiceAccount = serde_json::from_str(out).unwrap();
@@ -420,7 +390,7 @@ async fn a_service_account_applied_by_a_gitops_tool_keeps_our_entry() {
 
     // The operator owns the whole (atomic) list and its annotation key, nothing else: exactly
     // what Argo CD's managedFieldsManagers rule then ignores.
-    let sa = ok(
+    let sa = run_ok(
         "kubectl",
         &[
             "-n",

@@ -4,44 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
-
 use crate::support::*;
-
-fn chart() -> String {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/helm/regcred-operator").to_string()
-}
-
-async fn run(program: &str, args: &[&str], stdin: Option<&str>) -> String {
-    use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .env("KUBECONFIG", kubeconfig_path())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{program} is not available: {e}"));
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).await.unwrap();
-    }
-    drop(input);
-    let out = child.wait_with_output().await.unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn documents(yaml: &str) -> Vec<serde_yaml::Value> {
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|d| serde_yaml::Value::deserialize(d).unwrap())
-        .filter(|v| !v.is_null())
-        .collect()
-}
 
 /// `kind/namespace/name` → object.
 fn by_identity(docs: Vec<serde_yaml::Value>) -> BTreeMap<String, serde_yaml::Value> {
@@ -65,26 +28,26 @@ fn by_identity(docs: Vec<serde_yaml::Value>) -> BTreeMap<String, serde_yaml::Val
 
 #[tokio::test]
 async fn helm_lint_passes() {
-    run("helm", &["lint", "--strict", &chart()], None).await;
+    run_ok("helm", &["lint", "--strict", &chart_dir()], None).await;
 }
 
 #[tokio::test]
 async fn helm_and_kustomize_render_the_same_objects() {
-    let kustomize = by_identity(documents(
-        &run(
+    let kustomize = by_identity(yaml_documents(
+        &run_ok(
             "kubectl",
             &["kustomize", concat!(env!("CARGO_MANIFEST_DIR"), "/deploy")],
             None,
         )
         .await,
     ));
-    let helm = by_identity(documents(
-        &run(
+    let helm = by_identity(yaml_documents(
+        &run_ok(
             "helm",
             &[
                 "template",
                 "regcred-operator",
-                &chart(),
+                &chart_dir(),
                 "--namespace",
                 "regcred-system",
                 "--include-crds",
@@ -143,12 +106,12 @@ async fn helm_rendering_installs_and_values_apply() {
     let ns = unique("helm");
     ensure_namespace(&client, &ns).await;
     let release = unique("rel");
-    let rendered = run(
+    let rendered = run_ok(
         "helm",
         &[
             "template",
             &release,
-            &chart(),
+            &chart_dir(),
             "--namespace",
             &ns,
             "--set",
@@ -164,7 +127,7 @@ async fn helm_rendering_installs_and_values_apply() {
         None,
     )
     .await;
-    let objects = by_identity(documents(&rendered));
+    let objects = by_identity(yaml_documents(&rendered));
     let deployment = objects
         .values()
         .find(|o| o["kind"] == "Deployment")
@@ -184,8 +147,8 @@ async fn helm_rendering_installs_and_values_apply() {
             .all(|o| o["metadata"]["labels"]["team"] == "platform"),
         "extraLabels on every object"
     );
-    run("kubectl", &["apply", "-f", "-"], Some(&rendered)).await;
-    let names = run(
+    run_ok("kubectl", &["apply", "-f", "-"], Some(&rendered)).await;
+    let names = run_ok(
         "kubectl",
         &[
             "get",
@@ -201,12 +164,12 @@ async fn helm_rendering_installs_and_values_apply() {
     .await;
     assert_eq!(names.lines().count(), 4, "{names}");
 
-    let monitored = run(
+    let monitored = run_ok(
         "helm",
         &[
             "template",
             &release,
-            &chart(),
+            &chart_dir(),
             "--namespace",
             &ns,
             "--set",
@@ -216,7 +179,7 @@ async fn helm_rendering_installs_and_values_apply() {
     )
     .await;
     assert!(
-        documents(&monitored)
+        yaml_documents(&monitored)
             .iter()
             .any(|d| d["kind"] == "ServiceMonitor")
     );
@@ -234,12 +197,12 @@ async fn helm_rendering_installs_and_values_apply() {
             .unwrap();
         assert!(condition.contains(&user), "{condition}");
     }
-    let without = run(
+    let without = run_ok(
         "helm",
         &[
             "template",
             &release,
-            &chart(),
+            &chart_dir(),
             "--namespace",
             &ns,
             "--set",
@@ -248,7 +211,7 @@ async fn helm_rendering_installs_and_values_apply() {
         None,
     )
     .await;
-    assert!(!documents(&without).iter().any(|d| {
+    assert!(!yaml_documents(&without).iter().any(|d| {
         d["kind"]
             .as_str()
             .unwrap_or("")

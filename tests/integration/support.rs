@@ -1031,3 +1031,53 @@ pub async fn wait_problem(
     })
     .await
 }
+
+/// The Helm chart's directory.
+pub fn chart_dir() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/helm/regcred-operator").to_string()
+}
+
+/// Runs a program against the test cluster (its `KUBECONFIG`), feeding it `stdin`; returns
+/// (success, stdout, stderr).
+pub async fn run_program(
+    program: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (bool, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig_path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} is not available: {e}"));
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).await.unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().await.unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// [`run_program`] that must succeed; returns its stdout.
+pub async fn run_ok(program: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let (success, out, err) = run_program(program, args, stdin).await;
+    assert!(success, "{program} {args:?}: {err}");
+    out
+}
+
+/// The documents of a multi-document YAML stream, empty ones left out.
+pub fn yaml_documents(yaml: &str) -> Vec<serde_yaml::Value> {
+    use serde::Deserialize;
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
