@@ -3119,6 +3119,9 @@ mod proptests {
             rest in "[a-zA-Z0-9?#/:._~!$&*+=-]{0,6}",
             path in "(/[a-z]{1,3}){0,2}/?",
         ) {
+            // The image itself may hold the marker (a registry such as `0.0.0.544`): only
+            // the key's own user information is the secret to look for.
+            prop_assume!(!w.text.contains("Zq") && !w.text.contains(&digits));
             let image = ImageRef::parse(&w.text).unwrap();
             let key = format!("{scheme}{user}:{digits}{cut}{rest}@{}{path}", image.registry);
             let evaluations = evaluate([key.as_str()], &image);
@@ -3143,6 +3146,13 @@ mod proptests {
             prop_assume!(registry_usable_as_key(&image) && !image.registry.starts_with('['));
             prop_assume!(image.registry == image.registry.to_ascii_lowercase());
             let registry = &image.registry;
+            let (host, port) = split_host_port(registry);
+            // A key with :443 is reported whatever the image: images that name the port
+            // are too rare to be worth a key that misses all the others.
+            prop_assume!(port != "443");
+            // `r.io/v1` is reported as the mistaken `r.io/v1/` even when a repository
+            // happens to be called `v1`, and `r.io/v1/` is then the right key.
+            prop_assume!(image.repository != "v1" && image.repository != "v2");
             for key in [
                 registry.clone(),
                 format!("https://{registry}"),
@@ -3153,7 +3163,6 @@ mod proptests {
             ] {
                 prop_assert_eq!(unmatchable_key(&key), None, "{:?}", key);
             }
-            let (host, port) = split_host_port(registry);
             let mut chars: Vec<char> = host.chars().collect();
             let letters: Vec<usize> = (0..chars.len()).filter(|&i| chars[i].is_ascii_lowercase()).collect();
             if !letters.is_empty() {
