@@ -23,7 +23,7 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
     runtime::{WatchStreamExt, watcher},
 };
-use regcred_operator::crd::{RegistryCredential, RegistryCredentialSpec};
+use regcred_operator::api::{RegistryCredential, RegistryCredentialSpec};
 use serde_json::json;
 use tokio::sync::Notify;
 

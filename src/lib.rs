@@ -1,32 +1,21 @@
 //! regcred-operator: keeps `kubernetes.io/dockerconfigjson` Secrets and ServiceAccount
 //! `imagePullSecrets` in sync across namespaces from one cluster-scoped `RegistryCredential`.
 //!
-//! A reconcile is a pipeline: [`source`] (with [`ecr`] minting tokens) and [`targets`] resolve what is wanted from the caches,
-//! [`plan`] decides the writes (pure), [`apply`] carries them out and prunes, [`status`] reports.
+//! The crate is laid out by concern, each layer calling only the ones below it:
+//!
+//! * [`runtime`]: the process (signals, leader election, HTTP endpoints, metrics, logs).
+//! * [`controller`]: watches → caches and indexes → reconcile (a pure plan) → apply → status.
+//! * [`doctor`]: the `doctor` command, analysis apart from rendering.
+//! * [`remote`]: the only code that talks to something other than the API server (registries'
+//!   `/v2/`, Amazon ECR and STS).
+//! * [`kubelet`]: the kubelet's rules (image references, registry keys, globs, matching). Pure.
+//! * [`dockerconfig`]: the docker config a pull secret holds (parse, validate, build). Pure.
+//! * [`api`]: the `RegistryCredential` custom resource.
 
-pub mod apply;
-pub mod contests;
-pub mod context;
+pub mod api;
 pub mod controller;
-pub mod crd;
 pub mod dockerconfig;
 pub mod doctor;
-pub mod ecr;
-pub mod error;
-pub mod http;
-pub mod lease;
-pub mod matching;
-pub mod metrics;
-pub mod operator;
-pub mod overlay;
-pub mod plan;
-pub mod probe;
-pub mod recovery;
-pub mod registry;
-pub mod registry_check;
-pub mod service_accounts;
-pub mod source;
-pub mod status;
-pub mod targets;
-pub mod telemetry;
-pub mod tokens;
+pub mod kubelet;
+pub mod remote;
+pub mod runtime;

@@ -2,13 +2,13 @@ use std::{net::SocketAddr, process::ExitCode, sync::Arc};
 
 use clap::{Parser, Subcommand};
 use regcred_operator::{
-    context::Settings,
-    crd,
-    http::{self, Health},
-    metrics::Metrics,
-    operator::{self, Election},
-    probe,
-    telemetry::{self, LogFormat},
+    api,
+    controller::context::Settings,
+    runtime::http::{self, Health},
+    runtime::metrics::Metrics,
+    runtime::operator::{self, Election},
+    runtime::probe,
+    runtime::telemetry::{self, LogFormat},
 };
 use tracing::{error, info};
 
@@ -130,7 +130,7 @@ enum DoctorOutput {
 }
 
 async fn doctor(args: DoctorArgs) -> Result<bool, String> {
-    use regcred_operator::{doctor as dr, registry_check::Checker};
+    use regcred_operator::{doctor as dr, remote::registry::Checker};
     let config = kube::Config::infer()
         .await
         .map_err(|e| format!("cannot load a Kubernetes client configuration: {e}"))?;
@@ -200,7 +200,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => {
-            print!("{}", crd::crd_yaml());
+            print!("{}", api::crd_yaml());
             ExitCode::SUCCESS
         }
         Command::Doctor(args) => {

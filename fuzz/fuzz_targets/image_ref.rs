@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use regcred_operator::matching::{ImageRef, ImageRefError, Verdict, match_key};
+use regcred_operator::kubelet::{ImageRef, ImageRefError, Verdict, match_key};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

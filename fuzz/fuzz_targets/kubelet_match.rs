@@ -15,7 +15,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use regcred_operator::matching::{
+use regcred_operator::kubelet::{
     Evaluation, ImageRef, MissReason, Verdict, evaluate, is_near_miss, match_key, pulls_anonymously,
 };
 

@@ -13,7 +13,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use regcred_operator::registry::{RegistryKey, RegistryKeyError};
+use regcred_operator::kubelet::{RegistryKey, RegistryKeyError};
 
 const MARKER: char = '\u{1}';
 

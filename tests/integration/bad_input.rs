@@ -5,7 +5,7 @@ use kube::{
     Api,
     api::{DeleteParams, ObjectMeta, PostParams},
 };
-use regcred_operator::crd::RegistryCredential;
+use regcred_operator::api::RegistryCredential;
 use serde_json::json;
 
 use crate::support::*;

@@ -9,7 +9,7 @@ use kube::{
     Api,
     api::{DeleteParams, Patch, PatchParams},
 };
-use regcred_operator::crd::{CREDENTIAL_LABEL, MANAGED_BY_LABEL, PULL_SECRETS_ANNOTATION};
+use regcred_operator::api::{CREDENTIAL_LABEL, MANAGED_BY_LABEL, PULL_SECRETS_ANNOTATION};
 use serde_json::json;
 
 use crate::support::*;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use kube::ResourceExt;
-use regcred_operator::crd::CREDENTIAL_LABEL;
+use regcred_operator::api::CREDENTIAL_LABEL;
 use serde_json::json;
 
 use crate::support::*;

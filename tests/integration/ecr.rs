@@ -118,7 +118,7 @@ fn token_in(copy: &Secret, account: &str) -> String {
     password
 }
 
-fn expires_at(rc: &regcred_operator::crd::RegistryCredential) -> Option<Timestamp> {
+fn expires_at(rc: &regcred_operator::api::RegistryCredential) -> Option<Timestamp> {
     rc.status
         .as_ref()?
         .credential_expires_at

@@ -7,7 +7,7 @@ use kube::{
     Api, ResourceExt,
     api::{Patch, PatchParams, PostParams},
 };
-use regcred_operator::crd::{CREDENTIAL_LABEL, EXCLUDE_ANNOTATION, MANAGED_BY_LABEL};
+use regcred_operator::api::{CREDENTIAL_LABEL, EXCLUDE_ANNOTATION, MANAGED_BY_LABEL};
 use serde_json::json;
 
 use crate::{foundation::pod, support::*};

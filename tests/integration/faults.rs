@@ -17,7 +17,7 @@ use kube::{
     Api, Client, ResourceExt,
     api::{ListParams, Patch, PatchParams, PostParams},
 };
-use regcred_operator::crd::PULL_SECRETS_ANNOTATION;
+use regcred_operator::api::PULL_SECRETS_ANNOTATION;
 use serde_json::json;
 
 use crate::support::*;

@@ -163,7 +163,7 @@ async fn a_credential_without_status_yet_is_progressing_for_argo_cd() {
     );
     // kstatus has no way to tell "no status yet" from "nothing to report" (documented).
     assert_eq!(flux.0, "Current", "{flux:?}");
-    Api::<regcred_operator::crd::RegistryCredential>::all(client.clone())
+    Api::<regcred_operator::api::RegistryCredential>::all(client.clone())
         .delete(&name, &Default::default())
         .await
         .unwrap();

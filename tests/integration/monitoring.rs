@@ -154,7 +154,7 @@ async fn the_dashboard_and_the_alerts_use_only_exported_metrics() {
     }
     // A counter with no series yet is not listed: known to exist, from the operator's source.
     used.remove("regcred_pods_recovered_total");
-    assert!(include_str!("../../src/metrics.rs").contains("\"pods_recovered\""));
+    assert!(include_str!("../../src/runtime/metrics.rs").contains("\"pods_recovered\""));
     assert!(used.len() >= 8, "{used:?}");
     wait_for(
         "every metric the dashboard and the alerts use in the operator's /metrics",

@@ -9,7 +9,7 @@ use kube::{
     Api, Client, ResourceExt,
     api::{Patch, PatchParams, PostParams},
 };
-use regcred_operator::crd::{CREDENTIAL_LABEL, MANAGED_BY_LABEL};
+use regcred_operator::api::{CREDENTIAL_LABEL, MANAGED_BY_LABEL};
 use serde_json::json;
 
 use crate::support::*;

@@ -173,7 +173,7 @@ async fn verification_flips_credentials_valid_when_the_registry_password_changes
         }),
     )
     .await;
-    let condition = |rc: &regcred_operator::crd::RegistryCredential| {
+    let condition = |rc: &regcred_operator::api::RegistryCredential| {
         rc.status.as_ref().and_then(|s| {
             s.conditions
                 .iter()
@@ -241,7 +241,7 @@ async fn recording_realm() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<bool>>>)
 }
 
 fn credentials_valid(
-    rc: &regcred_operator::crd::RegistryCredential,
+    rc: &regcred_operator::api::RegistryCredential,
 ) -> Option<(String, String, String)> {
     rc.status.as_ref().and_then(|s| {
         s.conditions

@@ -12,7 +12,7 @@ use kube::{
     Api, Client,
     api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams},
 };
-use regcred_operator::crd::{
+use regcred_operator::api::{
     CREDENTIAL_LABEL, MANAGED_BY_LABEL, PULL_SECRETS_ANNOTATION, RegistryCredential,
 };
 use serde_json::json;

@@ -28,7 +28,7 @@ use kube::{
     api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
 };
-use regcred_operator::crd::{RegistryCredential, RegistryCredentialSpec};
+use regcred_operator::api::{RegistryCredential, RegistryCredentialSpec};
 use serde_json::json;
 
 /// Generous bound for convergence; the operator normally needs well under a second.
@@ -314,7 +314,7 @@ pub async fn wait_synced_with(
     client: &Client,
     name: &str,
     what: &str,
-    check: impl Fn(&regcred_operator::crd::RegistryCredentialStatus) -> bool,
+    check: impl Fn(&regcred_operator::api::RegistryCredentialStatus) -> bool,
 ) -> RegistryCredential {
     wait_for(&format!("{name} Synced with {what}"), TIMEOUT, || async {
         let rc = credential(client, name).await;
@@ -838,7 +838,7 @@ pub async fn wait_default_service_accounts(client: &Client, names: &[String]) {
 /// The copies of credential `name` in the whole cluster, by namespace.
 pub async fn copies_of(client: &Client, name: &str) -> BTreeMap<String, Secret> {
     let api: Api<Secret> = Api::all(client.clone());
-    let selector = format!("{}={name}", regcred_operator::crd::CREDENTIAL_LABEL);
+    let selector = format!("{}={name}", regcred_operator::api::CREDENTIAL_LABEL);
     api.list(&ListParams::default().labels(&selector))
         .await
         .expect("listing copies")

@@ -12,7 +12,7 @@ use std::{
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use tokio::net::TcpListener;
 
-use crate::metrics::Metrics;
+use crate::runtime::metrics::Metrics;
 
 /// Readiness: a leader is ready once its caches are synced; a standby replica (waiting for the
 /// leader lease) is ready to take over, so it is ready too.

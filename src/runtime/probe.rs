@@ -5,7 +5,7 @@
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::{Api, Client, api::ListParams};
 
-use crate::crd::{MANAGED_BY_LABEL, MANAGER, RegistryCredential};
+use crate::api::{MANAGED_BY_LABEL, MANAGER, RegistryCredential};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Secret;
 
 use crate::{
-    crd::{CredentialSource, RegistryLogin as LoginSpec},
+    api::{CredentialSource, RegistryLogin as LoginSpec},
     dockerconfig::{ConfigError, DockerConfig, RegistryLogin},
 };
 
@@ -263,7 +263,7 @@ fn password_from(secret: &Secret, key: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{SecretKeyReference, SecretReference};
+    use crate::api::{SecretKeyReference, SecretReference};
     use k8s_openapi::ByteString;
     use kube::api::ObjectMeta;
 

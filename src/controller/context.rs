@@ -17,12 +17,12 @@ use kube::{
 };
 
 use crate::{
-    apply::Failure,
-    crd::{RegistryCredential, RegistryCredentialStatus},
-    metrics::Metrics,
-    overlay::Overlay,
-    plan::{self, View},
-    service_accounts,
+    api::{RegistryCredential, RegistryCredentialStatus},
+    controller::apply::Failure,
+    controller::cache::overlay::Overlay,
+    controller::plan::{self, View},
+    controller::service_accounts,
+    runtime::metrics::Metrics,
 };
 
 /// Operator settings from the command line.
@@ -107,15 +107,15 @@ pub struct Context {
     /// When new ServiceAccounts appeared, for the onboarding-latency metric.
     pub appeared: Arc<Appearances>,
     /// ServiceAccounts on which another writer keeps removing our entries.
-    pub contests: crate::contests::Contests,
+    pub contests: crate::controller::contests::Contests,
     /// Last credential verification per credential: when, and of which source version.
     pub verifications: Mutex<HashMap<String, (Instant, String)>>,
     /// The pod watch of `podRecovery`, running only while a credential has it on.
-    pub pods: crate::recovery::PodWatch,
-    pub evictions: crate::recovery::EvictionBudget,
-    pub reported_pods: crate::recovery::Reported,
+    pub pods: crate::controller::recovery::PodWatch,
+    pub evictions: crate::controller::recovery::EvictionBudget,
+    pub reported_pods: crate::controller::recovery::Reported,
     /// `source.ecr`: the minted token of each credential.
-    pub tokens: crate::tokens::Tokens,
+    pub tokens: crate::controller::tokens::Tokens,
     /// The last status written per credential uid.
     pub statuses: Mutex<HashMap<String, RegistryCredentialStatus>>,
     /// Findings already reported by an Event, per credential: (namespace, message).
@@ -171,7 +171,7 @@ impl Context {
         let mut sources = HashMap::new();
         let cached = self.caches.credentials.state();
         for rc in cached.iter().map(AsRef::as_ref).chain([current]) {
-            for (ns, name) in crate::source::referenced_secrets(&rc.spec.source) {
+            for (ns, name) in crate::controller::resolve::referenced_secrets(&rc.spec.source) {
                 sources.insert((ns.to_string(), name.to_string()), rc.name_any());
             }
         }
@@ -189,7 +189,8 @@ impl Context {
             .state()
             .iter()
             .find(|rc| {
-                crate::source::referenced_secrets(&rc.spec.source).contains(&(namespace, name))
+                crate::controller::resolve::referenced_secrets(&rc.spec.source)
+                    .contains(&(namespace, name))
             })
             .map(|rc| rc.name_any())
     }

@@ -10,8 +10,8 @@ use k8s_openapi::{
 };
 
 use crate::{
-    apply::Failure,
-    crd::{NamespaceFailure, RegistryCredentialStatus},
+    api::{NamespaceFailure, RegistryCredentialStatus},
+    controller::apply::Failure,
 };
 
 /// At most this many failures are listed in status.

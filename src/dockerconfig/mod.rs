@@ -21,7 +21,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::registry::{RegistryKey, RegistryKeyError, redact_key};
+use crate::kubelet::{RegistryKey, RegistryKeyError, redact_key};
 
 /// Decodes a padded `auth` value like Go's `base64.StdEncoding` (which the
 /// kubelet uses when the value ends in `=`): padding required, non-zero

@@ -12,11 +12,11 @@ use kube::{Api, Client, ResourceExt, api::ListParams};
 use serde::Serialize;
 
 use crate::{
-    crd::{CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGER, RegistryCredential},
+    api::{CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGER, RegistryCredential},
+    controller::resolve::{self, DOCKER_CONFIG_JSON_TYPE, DOCKERCFG_TYPE},
     dockerconfig::DockerConfig,
-    matching::{self, ImageRef, PullFailure, Verdict},
-    registry_check::{Checker, Outcome},
-    source::{self, DOCKER_CONFIG_JSON_TYPE, DOCKERCFG_TYPE},
+    kubelet::{self, ImageRef, PullFailure, Verdict},
+    remote::registry::{Checker, Outcome},
 };
 
 /// What to diagnose.
@@ -193,7 +193,7 @@ async fn load_secret(client: &Client, namespace: &str, name: &str) -> Result<Loa
         report.managed_by = labels.get(CREDENTIAL_LABEL).cloned();
     }
     // The kubelet reads only these two types; an Opaque Secret is ignored even with the right key.
-    let parsed = source::kubelet_config(&secret).unwrap_or_else(|| {
+    let parsed = resolve::kubelet_config(&secret).unwrap_or_else(|| {
         Err(format!(
             "type {type_}: the kubelet only uses {DOCKER_CONFIG_JSON_TYPE} (or legacy {DOCKERCFG_TYPE}) Secrets as pull secrets"
         ))
@@ -310,14 +310,14 @@ async fn credentials_leaving_out(
                 .get_opt(&r.name)
                 .await
             {
-                Ok(Some(secret)) => source::config_from_secret(&secret)
+                Ok(Some(secret)) => resolve::config_from_secret(&secret)
                     .map(|c| c.registries().map(str::to_string).collect())
                     .unwrap_or_default(),
                 _ => Vec::new(),
             },
             (None, None) => Vec::new(),
         };
-        let matches = matching::evaluate(registries.iter().map(String::as_str), image)
+        let matches = kubelet::evaluate(registries.iter().map(String::as_str), image)
             .iter()
             .any(|e| e.verdict.is_match());
         if !matches {
@@ -517,8 +517,8 @@ pub async fn diagnose(
         let mut first_match: Option<(String, String, String)> = None; // secret, kubelet key, key
         for l in &loaded {
             let Some(config) = &l.config else { continue };
-            for e in matching::evaluate(config.registries(), &image_ref) {
-                let near = matching::is_near_miss(&e);
+            for e in kubelet::evaluate(config.registries(), &image_ref) {
+                let near = kubelet::is_near_miss(&e);
                 if e.verdict.is_match() && first_match.is_none() {
                     let raw = config
                         .registries()
@@ -592,7 +592,7 @@ pub async fn diagnose(
             if report.events.iter().any(|e| e.message == message) {
                 continue;
             }
-            let classification = matching::classify_pull_message(&message);
+            let classification = kubelet::classify_pull_message(&message);
             report.events.push(EventReport {
                 reason: reason.clone(),
                 message,
@@ -821,7 +821,7 @@ pub fn render_text(r: &Report) -> String {
             let _ = writeln!(
                 out,
                 "    registry check: {}",
-                crate::registry_check::Checked {
+                crate::remote::registry::Checked {
                     outcome: c.outcome.clone(),
                     other_host_realm: c.other_host_realm.clone(),
                 }
@@ -878,7 +878,7 @@ mod tests {
             vec![("init", "ImagePullBackOff"), ("app", "ErrImagePull")]
         );
         assert_eq!(
-            matching::classify_pull_message(&failures[0].2),
+            kubelet::classify_pull_message(&failures[0].2),
             PullFailure::AuthRefused
         );
     }

@@ -38,7 +38,7 @@
 //! plugins, the node's `config.json`) after those of the pod's pull secrets;
 //! they are invisible here.
 //!
-//! # Differences from [`RegistryKey::parse`](crate::registry::RegistryKey)
+//! # Differences from [`RegistryKey::parse`](crate::kubelet::RegistryKey)
 //!
 //! The operator validates keys with `RegistryKey::parse` but copies them as
 //! written, so the kubelet sees the raw key. This module therefore reads keys
@@ -67,7 +67,7 @@ use std::net::Ipv6Addr;
 
 use serde::Serialize;
 
-use crate::registry::redact_key;
+use crate::kubelet::redact_key;
 
 /// The longest input quoted in full in an error message.
 const MAX_QUOTED_CHARS: usize = 256;
@@ -583,7 +583,7 @@ fn read_key(raw: &str) -> Result<KubeletKey, String> {
 
 /// Why the kubelet will not match a registry key as its writer most likely meant, by the
 /// kubelet's own reading of it; `None` for a key it uses as written. The message never quotes
-/// the key (callers show it through `registry::redact_key`).
+/// the key (callers show it through `kubelet::redact_key`).
 ///
 /// The operator accepts such keys (the config is still a valid config) and reports them: a host
 /// with upper-case letters (hosts are compared case-sensitively, image references name them in
@@ -1134,7 +1134,7 @@ pub fn match_key(key: &str, image: &ImageRef) -> Verdict {
 #[serde(rename_all = "camelCase")]
 pub struct Evaluation {
     /// The key as given, with any `user:password@`, query or fragment
-    /// replaced by `<redacted>` (see `registry::redact_key`).
+    /// replaced by `<redacted>` (see `kubelet::redact_key`).
     pub key: String,
     /// The position of the key in the input of [`evaluate`].
     pub position: usize,

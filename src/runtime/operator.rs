@@ -15,11 +15,11 @@ use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
 use crate::{
-    context::Settings,
     controller,
-    http::Health,
-    lease::{Elector, Held, LeaseConfig},
-    metrics::Metrics,
+    controller::context::Settings,
+    runtime::http::Health,
+    runtime::lease::{Elector, Held, LeaseConfig},
+    runtime::metrics::Metrics,
 };
 
 #[derive(Debug, Clone)]

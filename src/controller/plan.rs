@@ -11,9 +11,9 @@ use k8s_openapi::{
 use kube::api::ObjectMeta;
 
 use crate::{
-    crd::{CREDENTIAL_LABEL, DeletionPolicy, MANAGED_BY_LABEL, MANAGER},
-    service_accounts::{self, SaEdit, Want},
-    source::{DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE},
+    api::{CREDENTIAL_LABEL, DeletionPolicy, MANAGED_BY_LABEL, MANAGER},
+    controller::resolve::{DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE},
+    controller::service_accounts::{self, SaEdit, Want},
 };
 
 /// What the plan reads: the watch caches with our own recent writes laid over them.
@@ -523,7 +523,7 @@ pub fn teardown(owner: &Owner, policy: DeletionPolicy, view: &impl View) -> Plan
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::PULL_SECRETS_ANNOTATION;
+    use crate::api::PULL_SECRETS_ANNOTATION;
     use k8s_openapi::api::core::v1::LocalObjectReference;
     use std::collections::HashMap;
 

@@ -22,13 +22,13 @@ use kube::{Api, ResourceExt, api::PostParams};
 use tracing::{debug, info};
 
 use crate::{
-    context::Context,
-    crd::{EcrSource, RegistryCredential},
+    api::{EcrSource, RegistryCredential},
+    controller::context::Context,
+    controller::error::api_message,
+    controller::resolve::{ResolvedSource, SourceError},
     dockerconfig::DockerConfig,
-    ecr::{self, Aws, AwsCredentials, Minted},
-    error::api_message,
-    metrics::{CredentialLabels, MintLabels},
-    source::{ResolvedSource, SourceError},
+    remote::ecr::{self, Aws, AwsCredentials, Minted},
+    runtime::metrics::{CredentialLabels, MintLabels},
 };
 
 /// Retries of a failed mint: 5 s, 10 s, 20 s, ... up to 5 minutes.

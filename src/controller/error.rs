@@ -2,7 +2,7 @@
 //! PascalCase label for conditions, Events and metrics. None of them carries credential material:
 //! API errors quote object names and the server's message, and the server redacts Secret data.
 
-use crate::{source::SourceError, targets::SelectorError};
+use crate::{controller::resolve::SourceError, controller::targets::SelectorError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -63,7 +63,7 @@ impl Error {
             Error::Api { source, .. } => api_reason(source),
             Error::Status { .. } => "StatusWriteFailed",
             Error::Finalizer { .. } => "FinalizerFailed",
-            Error::Contested { .. } => crate::contests::REASON,
+            Error::Contested { .. } => crate::controller::contests::REASON,
             Error::MissingField(_) => "InvalidObject",
         }
     }

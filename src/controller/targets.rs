@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
-use crate::crd::{EXCLUDE_ANNOTATION, RegistryCredentialSpec};
+use crate::api::{EXCLUDE_ANNOTATION, RegistryCredentialSpec};
 
 /// The namespace facts that selection depends on.
 #[derive(Debug, Clone, Copy)]
@@ -158,7 +158,7 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{CredentialSource, RegistryCredentialSpec};
+    use crate::api::{CredentialSource, RegistryCredentialSpec};
 
     fn spec(
         selector: Option<LabelSelector>,

@@ -2,6 +2,25 @@
 //! cluster-scoped RegistryCredential key, and the reconcile pipeline
 //! resolve → plan → apply (with prune) → status.
 
+//!
+//! Layers, each calling only those after it: [`reconcile`](self) (this module: watches and the
+//! pass), [`resolve`] and [`targets`] (what is wanted), [`plan`] (the writes, pure), [`apply`]
+//! (carrying them out), [`status`] (reporting), over [`context`] and [`cache`] (the watch caches,
+//! their indexes and our own recent writes).
+
+pub mod apply;
+pub mod cache;
+pub mod contests;
+pub mod context;
+pub mod error;
+pub mod plan;
+pub mod recovery;
+pub mod resolve;
+pub mod service_accounts;
+pub mod status;
+pub mod targets;
+pub mod tokens;
+
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
@@ -27,26 +46,23 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::{
-    apply::{self, Apply, Failure},
-    contests,
-    context::{Appearances, CONFLICT_RECHECK, CacheView, Caches, Context, Settings},
-    crd::{
+    api::{
         CREDENTIAL_LABEL, FINALIZER, MANAGED_BY_LABEL, MANAGER, PodRecovery, RegistryCredential,
     },
+    controller::apply::{Apply, Failure},
+    controller::cache::overlay::Overlay,
+    controller::context::{Appearances, CONFLICT_RECHECK, CacheView, Caches, Context, Settings},
+    controller::error::{Error, status_code},
+    controller::plan::{Desired, Owner, View},
+    controller::recovery::{EvictionBudget, PodWatch, Reported},
+    controller::resolve::ResolvedSource,
+    controller::status::{CredentialsCondition, Report},
+    controller::targets::{NamespaceFacts, Selection},
     dockerconfig::DockerConfig,
-    error::{Error, status_code},
-    http::Health,
-    metrics::{CredentialLabels, Metrics},
-    overlay::Overlay,
-    plan::{self, Desired, Owner, View},
-    recovery::{self, EvictionBudget, PodWatch, Reported},
-    registry::RegistryKey,
-    registry_check::Checker,
-    service_accounts,
-    source::{self, ResolvedSource},
-    status::{self, CredentialsCondition, Report},
-    targets::{NamespaceFacts, Selection},
-    tokens,
+    kubelet::RegistryKey,
+    remote::registry::Checker,
+    runtime::http::Health,
+    runtime::metrics::{CredentialLabels, Metrics},
 };
 
 /// Periodic resync of a converged credential: repairs anything a missed event could hide.
@@ -152,7 +168,7 @@ pub async fn run(
         sa_writes,
         appeared,
         verifications: Mutex::default(),
-        tokens: crate::tokens::Tokens::default(),
+        tokens: crate::controller::tokens::Tokens::default(),
         contests: Default::default(),
         reported: Mutex::default(),
         statuses: Mutex::default(),
@@ -209,7 +225,7 @@ pub async fn run(
                 .state()
                 .iter()
                 .filter(|rc| {
-                    source::referenced_secrets(&rc.spec.source)
+                    resolve::referenced_secrets(&rc.spec.source)
                         .contains(&(ns.as_str(), name.as_str()))
                 })
                 .map(|rc| ObjectRef::from_obj(rc.as_ref()))
@@ -462,7 +478,7 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
         Some(_) if rc.spec.suspend => {
             ctx.tokens
                 .cached(&owner.name)
-                .ok_or_else(|| source::SourceError::Invalid {
+                .ok_or_else(|| resolve::SourceError::Invalid {
                     namespace: "spec".into(),
                     name: "source.ecr".into(),
                     problem: "suspended before a token was minted".into(),
@@ -502,7 +518,7 @@ async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
             ctx.metrics.credential_expiry.remove(&CredentialLabels {
                 credential: owner.name.clone(),
             });
-            source::resolve(
+            resolve::resolve(
                 &rc.spec.source,
                 &ctx.settings.source_namespaces,
                 |ns, name| ctx.caches.source_secret(ns, name),
@@ -846,7 +862,7 @@ async fn recover(
                             "EvictionRefused",
                             format!(
                                 "RegistryCredential {name} could not evict the pod to recover its pull ({}); retrying",
-                                crate::error::api_message(&e)
+                                crate::controller::error::api_message(&e)
                             ),
                         )
                         .await;
@@ -1010,7 +1026,7 @@ async fn verification(
 
 /// A report for a configuration problem: the counts stay as last observed.
 fn stalled_report(
-    old: Option<&crate::crd::RegistryCredentialStatus>,
+    old: Option<&crate::api::RegistryCredentialStatus>,
     secret_name: &str,
     reason: &str,
     message: String,
@@ -1044,15 +1060,15 @@ fn stalled_report(
     }
 }
 
-/// Registry keys the kubelet will not match as written (`matching::unmatchable_key`), each
+/// Registry keys the kubelet will not match as written (`kubelet::unmatchable_key`), each
 /// redacted and with why. The copies still carry them: the config is valid, only unlikely to
 /// work as meant.
 fn key_warnings(registries: &[String]) -> Vec<String> {
     registries
         .iter()
         .filter_map(|key| {
-            crate::matching::unmatchable_key(key)
-                .map(|why| format!("{:?}: {why}", crate::registry::redact_key(key)))
+            crate::kubelet::unmatchable_key(key)
+                .map(|why| format!("{:?}: {why}", crate::kubelet::redact_key(key)))
         })
         .collect()
 }

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::core::v1::{LocalObjectReference, ServiceAccount};
 use serde_json::json;
 
-use crate::crd::PULL_SECRETS_ANNOTATION;
+use crate::api::PULL_SECRETS_ANNOTATION;
 
 /// `(credential, secret name)` pairs recorded in the annotation.
 fn owned_pairs(sa: &ServiceAccount) -> BTreeSet<(String, String)> {
@@ -48,7 +48,7 @@ pub fn lists(sa: &ServiceAccount, secret: &str) -> bool {
 }
 
 /// Whether bringing `sa` to `want` puts back an entry that our annotation still records as
-/// `credential`'s: someone else removed the entry (see [`crate::contests`]).
+/// `credential`'s: someone else removed the entry (see [`crate::controller::contests`]).
 pub fn restores(sa: &ServiceAccount, credential: &str, want: &Want) -> bool {
     match want {
         Want::Listed(name) => {

@@ -29,7 +29,7 @@ use kube::{
 };
 use tracing::{debug, warn};
 
-use crate::matching::{self, ImageRef};
+use crate::kubelet::{self, ImageRef};
 
 /// Waiting reasons of a container whose image could not be pulled.
 const PULL_FAILURES: [&str; 2] = ["ErrImagePull", "ImagePullBackOff"];
@@ -100,7 +100,7 @@ fn lists_secret(pod: &Pod, secret: &str) -> bool {
 /// applies them).
 pub fn covers(keys: &[&str], image: &str) -> bool {
     ImageRef::parse(image).is_ok_and(|image| {
-        matching::evaluate(keys.iter().copied(), &image)
+        kubelet::evaluate(keys.iter().copied(), &image)
             .iter()
             .any(|e| e.verdict.is_match())
     })

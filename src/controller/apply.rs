@@ -14,14 +14,16 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::{
-    contests::Verdict,
-    context::Context,
-    crd::{CREDENTIAL_LABEL, ConflictPolicy, CredentialSource, MANAGED_BY_LABEL, MANAGER},
-    error::{Error, namespace_terminating, status_code},
-    overlay,
-    plan::{self, CleanupPlan, Owner, Ownership, Plan, SaChange, SecretStep, TargetPlan},
-    service_accounts::{self, Want},
-    source::{self, DOCKER_CONFIG_JSON_TYPE, DOCKERCFG_TYPE},
+    api::{CREDENTIAL_LABEL, ConflictPolicy, CredentialSource, MANAGED_BY_LABEL, MANAGER},
+    controller::cache::overlay,
+    controller::contests::Verdict,
+    controller::context::Context,
+    controller::error::{Error, namespace_terminating, status_code},
+    controller::plan::{
+        self, CleanupPlan, Owner, Ownership, Plan, SaChange, SecretStep, TargetPlan,
+    },
+    controller::resolve::{self, DOCKER_CONFIG_JSON_TYPE, DOCKERCFG_TYPE},
+    controller::service_accounts::{self, Want},
 };
 
 /// Reason of a Secret that carries our labels without being provably ours.
@@ -174,7 +176,7 @@ impl Apply<'_> {
 
     /// Whether Secret `ns/name` is read as a source or password by this or any other credential.
     fn is_source(&self, ns: &str, name: &str) -> bool {
-        source::referenced_secrets(self.source).contains(&(ns, name))
+        resolve::referenced_secrets(self.source).contains(&(ns, name))
             || self.ctx.source_reader(ns, name).is_some()
     }
 
@@ -504,7 +506,7 @@ pub async fn write_service_account(
 }
 
 /// Counts a restoration of our entry on `ns/name`; refuses it while another writer is found to keep
-/// removing the entry (see [`crate::contests`]). The report names the field manager that last
+/// removing the entry (see [`crate::controller::contests`]). The report names the field manager that last
 /// wrote the list, from a fresh read with managedFields (the caches drop them), once per backoff.
 async fn contested(
     ctx: &Context,
@@ -537,8 +539,8 @@ async fn contested(
          tool keep the entry (Argo CD: ignoreDifferences with managedFieldsManagers: [{MANAGER}] \
          and RespectIgnoreDifferences=true; server-side apply: do not declare imagePullSecrets on \
          this ServiceAccount)",
-        crate::contests::MAX_RESTORES,
-        crate::contests::WINDOW.as_secs(),
+        crate::controller::contests::MAX_RESTORES,
+        crate::controller::contests::WINDOW.as_secs(),
         remaining.as_secs(),
     );
     warn!(
