@@ -7,15 +7,18 @@
 //!
 //! Never prints credential material: Secrets are reported by name, type, registries and problems.
 
+pub mod pull_events;
+
 use k8s_openapi::api::core::v1::{Event, Node, Pod, Secret, ServiceAccount};
 use kube::{Api, Client, ResourceExt, api::ListParams};
+use pull_events::PullFailure;
 use serde::Serialize;
 
 use crate::{
     api::{CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGER, RegistryCredential},
     controller::resolve::{self, DOCKER_CONFIG_JSON_TYPE, DOCKERCFG_TYPE},
     dockerconfig::DockerConfig,
-    kubelet::{self, ImageRef, PullFailure, Verdict},
+    kubelet::{self, ImageRef, Verdict},
     remote::registry::{Checker, Outcome},
 };
 
@@ -592,7 +595,7 @@ pub async fn diagnose(
             if report.events.iter().any(|e| e.message == message) {
                 continue;
             }
-            let classification = kubelet::classify_pull_message(&message);
+            let classification = pull_events::classify_pull_message(&message);
             report.events.push(EventReport {
                 reason: reason.clone(),
                 message,
@@ -878,7 +881,7 @@ mod tests {
             vec![("init", "ImagePullBackOff"), ("app", "ErrImagePull")]
         );
         assert_eq!(
-            kubelet::classify_pull_message(&failures[0].2),
+            pull_events::classify_pull_message(&failures[0].2),
             PullFailure::AuthRefused
         );
     }

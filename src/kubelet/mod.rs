@@ -1,10 +1,18 @@
-//! The kubelet's rules, and nothing else: how it reads an image reference, how it reads the
-//! keys of a pull secret's `auths` map, its host globs, and which keys it uses for an image.
+//! The kubelet's rules, and nothing else: how it reads an image reference ([`image`]), how it
+//! reads the keys of a pull secret's `auths` map ([`keys`], [`glob`]), which keys it uses for an
+//! image ([`matching`]), and the operator's own strict validation of keys ([`registry_key`]).
 //!
 //! Pure code with no I/O; it never sees a credential, only keys and image names.
 
+mod glob;
+mod image;
+mod keys;
 mod matching;
 mod registry_key;
+#[cfg(test)]
+mod tests;
 
+pub use image::*;
+pub use keys::unmatchable_key;
 pub use matching::*;
 pub use registry_key::*;
