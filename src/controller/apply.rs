@@ -14,7 +14,10 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::{
-    api::{CREDENTIAL_LABEL, ConflictPolicy, CredentialSource, MANAGED_BY_LABEL, MANAGER},
+    api::{
+        CREDENTIAL_LABEL, ConflictPolicy, CredentialSource, MANAGED_BY_LABEL, MANAGER,
+        NamespaceFailure,
+    },
     controller::cache::overlay,
     controller::contests::Verdict,
     controller::context::Context,
@@ -32,17 +35,9 @@ pub const NOT_OWNED: &str = "NotOwned";
 /// Attempts at a ServiceAccount write that keeps losing races with other writers.
 const SA_WRITE_ATTEMPTS: usize = 8;
 
-/// A problem in one namespace, for status and Events.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    pub namespace: String,
-    pub reason: String,
-    pub message: String,
-}
-
-impl Failure {
+impl NamespaceFailure {
     fn conflict(namespace: &str, message: String) -> Self {
-        Failure {
+        NamespaceFailure {
             namespace: namespace.into(),
             reason: "Conflict".into(),
             message,
@@ -50,7 +45,7 @@ impl Failure {
     }
 
     fn not_owned(namespace: &str, message: String) -> Self {
-        Failure {
+        NamespaceFailure {
             namespace: namespace.into(),
             reason: NOT_OWNED.into(),
             message,
@@ -58,7 +53,7 @@ impl Failure {
     }
 
     fn from_error(namespace: &str, e: &Error) -> Self {
-        Failure {
+        NamespaceFailure {
             namespace: namespace.into(),
             reason: e.reason().into(),
             message: e.to_string(),
@@ -76,7 +71,7 @@ pub enum TargetOutcome {
     /// Written, but its `default` ServiceAccount is not in the cache yet.
     AwaitingDefaultAccount,
     Failed {
-        failure: Failure,
+        failure: NamespaceFailure,
         service_accounts: u32,
     },
 }
@@ -89,9 +84,9 @@ pub struct Outcome {
     /// Namespaces whose `default` ServiceAccount has not reached the cache yet.
     pub awaiting_default_account: u32,
     pub patched_service_accounts: u32,
-    pub failures: Vec<Failure>,
+    pub failures: Vec<NamespaceFailure>,
     /// Secrets outside the targets that carry our labels without being ours: reported only.
-    pub unowned: Vec<Failure>,
+    pub unowned: Vec<NamespaceFailure>,
     /// Namespaces whose Secret was adopted in this pass.
     pub adopted: Vec<String>,
 }
@@ -143,7 +138,7 @@ impl Apply<'_> {
                 s.metadata.namespace.as_deref().unwrap_or_default(),
                 s.metadata.name.as_deref().unwrap_or_default(),
             );
-            Failure::not_owned(
+            NamespaceFailure::not_owned(
                 ns,
                 plan::not_owned(
                     ns,
@@ -184,7 +179,7 @@ impl Apply<'_> {
     async fn target(&self, target: TargetPlan) -> (TargetOutcome, Option<String>) {
         let ns = target.namespace.clone();
         let listing = target.listing_service_accounts;
-        let failed = |failure: Failure| TargetOutcome::Failed {
+        let failed = |failure: NamespaceFailure| TargetOutcome::Failed {
             failure,
             service_accounts: listing,
         };
@@ -199,7 +194,7 @@ impl Apply<'_> {
                 Err(Error::Api { source, .. }) if namespace_terminating(&source) => {
                     return (TargetOutcome::Terminating, None);
                 }
-                Err(e) => return (failed(Failure::from_error(&ns, &e)), adopted),
+                Err(e) => return (failed(NamespaceFailure::from_error(&ns, &e)), adopted),
             }
         }
         if target.awaiting_default_account {
@@ -217,10 +212,10 @@ impl Apply<'_> {
         match step {
             SecretStep::InSync => Ok(SecretDone::Unchanged),
             SecretStep::Conflict { message } => {
-                Err(StepError::Failed(Failure::conflict(ns, message)))
+                Err(StepError::Failed(NamespaceFailure::conflict(ns, message)))
             }
             SecretStep::NotOwned { message } => {
-                Err(StepError::Failed(Failure::not_owned(ns, message)))
+                Err(StepError::Failed(NamespaceFailure::not_owned(ns, message)))
             }
             SecretStep::Create => self.create(ns, true).await,
             SecretStep::Update { current } => self
@@ -315,7 +310,7 @@ impl Apply<'_> {
             && let Some(why) =
                 plan::undeletable(current, self.owner, self.is_source(ns, self.secret_name))
         {
-            return Err(StepError::Failed(Failure::not_owned(
+            return Err(StepError::Failed(NamespaceFailure::not_owned(
                 ns,
                 plan::not_owned(ns, self.secret_name, &self.owner.name, why),
             )));
@@ -358,7 +353,7 @@ impl Apply<'_> {
                         .map(|()| SecretDone::Written)
                 }
             }
-            Ownership::LabelledOnly => Err(StepError::Failed(Failure::not_owned(
+            Ownership::LabelledOnly => Err(StepError::Failed(NamespaceFailure::not_owned(
                 ns,
                 plan::not_owned(
                     ns,
@@ -370,7 +365,7 @@ impl Apply<'_> {
             Ownership::OtherCredential(c) => {
                 let message = plan::held_by_other(ns, self.secret_name, &c);
                 self.ctx.record_conflict(ns, self.secret_name, &message);
-                Err(StepError::Failed(Failure::conflict(ns, message)))
+                Err(StepError::Failed(NamespaceFailure::conflict(ns, message)))
             }
             Ownership::Foreign => self.foreign(ns, existing).await,
         }
@@ -380,7 +375,7 @@ impl Apply<'_> {
         let type_ = existing.type_.as_deref().unwrap_or("Opaque");
         let refuse = |message: String| {
             self.ctx.record_conflict(ns, self.secret_name, &message);
-            Err(StepError::Failed(Failure::conflict(ns, message)))
+            Err(StepError::Failed(NamespaceFailure::conflict(ns, message)))
         };
         if self.conflict_policy == ConflictPolicy::Skip {
             return refuse(format!(
@@ -409,7 +404,7 @@ impl Apply<'_> {
         if namespace_terminating(&e) {
             return StepError::Terminating;
         }
-        StepError::Failed(Failure::from_error(
+        StepError::Failed(NamespaceFailure::from_error(
             ns,
             &Error::api(action, "Secret", ns, self.secret_name, e),
         ))
@@ -425,7 +420,7 @@ enum SecretDone {
 
 enum StepError {
     Terminating,
-    Failed(Failure),
+    Failed(NamespaceFailure),
 }
 
 /// Writes one ServiceAccount edit; on 409 reads the account again and recomputes.
@@ -579,8 +574,8 @@ fn list_writers(sa: &ServiceAccount) -> Vec<String> {
 /// never retried).
 #[derive(Debug, Default)]
 pub struct Cleaned {
-    pub failures: Vec<Failure>,
-    pub unowned: Vec<Failure>,
+    pub failures: Vec<NamespaceFailure>,
+    pub unowned: Vec<NamespaceFailure>,
 }
 
 /// Attempts at deleting a copy that keeps changing between our read and our delete.
@@ -589,10 +584,10 @@ const DELETE_ATTEMPTS: usize = 3;
 impl Apply<'_> {
     /// Removes what we did in a namespace: ServiceAccount entries first, then Secrets. Returns
     /// the Secrets left alone because they are not provably ours.
-    async fn cleanup(&self, c: CleanupPlan) -> Result<Vec<Failure>, Failure> {
+    async fn cleanup(&self, c: CleanupPlan) -> Result<Vec<NamespaceFailure>, NamespaceFailure> {
         let (ctx, owner) = (self.ctx, self.owner);
         let ns = c.namespace;
-        let fail = |e: Error| Failure::from_error(&ns, &e);
+        let fail = |e: Error| NamespaceFailure::from_error(&ns, &e);
         for change in c.edits {
             match write_service_account(ctx, &owner.name, change).await {
                 Err(Error::Api { source, .. }) if namespace_terminating(&source) => {
@@ -607,7 +602,7 @@ impl Apply<'_> {
             if let Some(why) = self.delete_proven(&api, &secret).await.map_err(fail)? {
                 let name = secret.metadata.name.as_deref().unwrap_or_default();
                 info!(namespace = %ns, secret = name, credential = %owner.name, why, "left a Secret that is not provably ours");
-                unowned.push(Failure::not_owned(
+                unowned.push(NamespaceFailure::not_owned(
                     &ns,
                     plan::not_owned(&ns, name, &owner.name, why),
                 ));

@@ -17,8 +17,8 @@ use kube::{
 };
 
 use crate::{
+    api::NamespaceFailure,
     api::{RegistryCredential, RegistryCredentialStatus},
-    controller::apply::Failure,
     controller::cache::overlay::Overlay,
     controller::plan::{self, View},
     controller::service_accounts,
@@ -197,7 +197,11 @@ impl Context {
 
     /// The findings of this pass that the previous pass of `credential` did not have: a finding
     /// gets one Event while it lasts, not one per pass (and a new one if it comes back).
-    pub fn new_findings<'f>(&self, credential: &str, findings: &'f [Failure]) -> Vec<&'f Failure> {
+    pub fn new_findings<'f>(
+        &self,
+        credential: &str,
+        findings: &'f [NamespaceFailure],
+    ) -> Vec<&'f NamespaceFailure> {
         let now: std::collections::BTreeSet<(String, String)> = findings
             .iter()
             .map(|f| (f.namespace.clone(), f.message.clone()))

@@ -24,8 +24,9 @@ use super::{
 };
 
 use crate::{
+    api::NamespaceFailure,
     api::{PodRecovery, RegistryCredential},
-    controller::apply::{Apply, Failure},
+    controller::apply::Apply,
     controller::context::{CONFLICT_RECHECK, Context},
     controller::error::Error,
     controller::plan::{Desired, Owner},
@@ -390,7 +391,7 @@ pub(super) fn stalled_report(
             .map(|s| {
                 s.failures
                     .iter()
-                    .map(|f| Failure {
+                    .map(|f| NamespaceFailure {
                         namespace: f.namespace.clone(),
                         reason: f.reason.clone(),
                         message: f.message.clone(),
@@ -508,7 +509,11 @@ pub(super) async fn write_status(
 }
 
 /// One Warning Event per Secret found carrying our labels without being ours, while it lasts.
-pub(super) async fn report_unowned(ctx: &Context, rc: &RegistryCredential, unowned: &[Failure]) {
+pub(super) async fn report_unowned(
+    ctx: &Context,
+    rc: &RegistryCredential,
+    unowned: &[NamespaceFailure],
+) {
     for finding in ctx.new_findings(&rc.name_any(), unowned) {
         warn!(credential = %rc.name_any(), namespace = %finding.namespace, "{}", finding.message);
         publish(

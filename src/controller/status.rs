@@ -9,10 +9,7 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 
-use crate::{
-    api::{NamespaceFailure, RegistryCredentialStatus},
-    controller::apply::Failure,
-};
+use crate::api::{NamespaceFailure, RegistryCredentialStatus};
 
 /// At most this many failures are listed in status.
 pub const MAX_FAILURES: usize = 10;
@@ -30,7 +27,7 @@ pub struct Report {
     pub targets: u32,
     pub synced: u32,
     pub patched_service_accounts: u32,
-    pub failures: Vec<Failure>,
+    pub failures: Vec<NamespaceFailure>,
     /// Version of the source now in every copy; `None` keeps the previous value.
     pub source_version: Option<String>,
     /// The `CredentialsValid` condition.
@@ -193,15 +190,7 @@ pub fn build(
                 .cloned(),
         ),
     }
-    let mut failures: Vec<NamespaceFailure> = report
-        .failures
-        .iter()
-        .map(|f| NamespaceFailure {
-            namespace: f.namespace.clone(),
-            reason: f.reason.clone(),
-            message: f.message.clone(),
-        })
-        .collect();
+    let mut failures: Vec<NamespaceFailure> = report.failures.clone();
     // Stable order, so that the same failures do not make a new status each pass.
     failures.sort_by(|a, b| (&a.reason, &a.namespace).cmp(&(&b.reason, &b.namespace)));
     failures.truncate(MAX_FAILURES);
@@ -371,7 +360,7 @@ mod tests {
         r.stalled = true;
         r.failures = (0..15)
             .rev()
-            .map(|i| Failure {
+            .map(|i| NamespaceFailure {
                 namespace: format!("ns-{i:02}"),
                 reason: "Conflict".into(),
                 message: "m".into(),
@@ -387,7 +376,7 @@ mod tests {
     #[test]
     fn fields_that_become_empty_are_removed_by_the_patch() {
         let mut r = report(false, "Conflict", 2);
-        r.failures = vec![Failure {
+        r.failures = vec![NamespaceFailure {
             namespace: "a".into(),
             reason: "Conflict".into(),
             message: "m".into(),

@@ -14,11 +14,8 @@ use super::{
 };
 
 use crate::{
-    api::RegistryCredential,
-    controller::apply::{Apply, Failure},
-    controller::context::Context,
-    controller::error::Error,
-    controller::plan::View,
+    api::NamespaceFailure, api::RegistryCredential, controller::apply::Apply,
+    controller::context::Context, controller::error::Error, controller::plan::View,
 };
 
 pub(super) async fn teardown(rc: &RegistryCredential, ctx: &Context) -> Result<Action, Error> {
@@ -74,7 +71,7 @@ pub(super) async fn teardown(rc: &RegistryCredential, ctx: &Context) -> Result<A
     .cleanups(plan.cleanups)
     .await;
     // Left alone for good: they do not hold the deletion up.
-    let unowned: Vec<Failure> = cleaned
+    let unowned: Vec<NamespaceFailure> = cleaned
         .unowned
         .into_iter()
         .chain(plan.unowned.iter().map(|s| {
@@ -82,7 +79,7 @@ pub(super) async fn teardown(rc: &RegistryCredential, ctx: &Context) -> Result<A
                 s.metadata.namespace.as_deref().unwrap_or_default(),
                 s.metadata.name.as_deref().unwrap_or_default(),
             );
-            Failure {
+            NamespaceFailure {
                 namespace: ns.into(),
                 reason: apply::NOT_OWNED.into(),
                 message: plan::not_owned(

@@ -62,7 +62,7 @@ pub struct Metrics {
     pub pods_awaiting_recovery: Family<CredentialLabels, Gauge>,
     /// 1 while the pod watch of podRecovery runs.
     pub pod_watch: Gauge,
-    /// Failure reasons currently exported per credential, so that resolved ones are removed.
+    /// NamespaceFailure reasons currently exported per credential, so that resolved ones are removed.
     failure_reasons: Mutex<HashMap<String, Vec<String>>>,
 }
 
