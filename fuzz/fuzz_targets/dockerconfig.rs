@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::Secret;
 use libfuzzer_sys::fuzz_target;
 use regcred_operator::dockerconfig::{ConfigError, DockerConfig};
 use regcred_operator::kubelet::{RegistryKey, RegistryKeyError};
-use regcred_operator::controller::resolve::{
+use regcred_operator::dockerconfig::{
     DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE, DOCKERCFG_KEY, DOCKERCFG_TYPE,
     config_from_secret, kubelet_config,
 };

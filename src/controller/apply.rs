@@ -25,12 +25,13 @@ use crate::{
     controller::plan::{
         self, CleanupPlan, Owner, Ownership, Plan, SaChange, SecretStep, TargetPlan,
     },
-    controller::resolve::{self, DOCKER_CONFIG_JSON_TYPE, DOCKERCFG_TYPE},
+    controller::resolve,
     controller::service_accounts::{self, Want},
+    dockerconfig::{DOCKER_CONFIG_JSON_TYPE, DOCKERCFG_TYPE},
 };
 
 /// Reason of a Secret that carries our labels without being provably ours.
-pub const NOT_OWNED: &str = "NotOwned";
+pub(crate) const NOT_OWNED: &str = "NotOwned";
 
 /// Attempts at a ServiceAccount write that keeps losing races with other writers.
 const SA_WRITE_ATTEMPTS: usize = 8;
@@ -63,7 +64,7 @@ impl NamespaceFailure {
 
 /// Result of the work in one target namespace.
 #[derive(Debug)]
-pub enum TargetOutcome {
+pub(crate) enum TargetOutcome {
     /// Secret in place, every selected ServiceAccount lists it.
     Synced { service_accounts: u32 },
     /// The namespace is being deleted: skipped quietly.
@@ -78,32 +79,32 @@ pub enum TargetOutcome {
 
 /// What a pass achieved.
 #[derive(Debug, Default)]
-pub struct Outcome {
-    pub synced: u32,
-    pub terminating: u32,
+pub(crate) struct Outcome {
+    pub(crate) synced: u32,
+    pub(crate) terminating: u32,
     /// Namespaces whose `default` ServiceAccount has not reached the cache yet.
-    pub awaiting_default_account: u32,
-    pub patched_service_accounts: u32,
-    pub failures: Vec<NamespaceFailure>,
+    pub(crate) awaiting_default_account: u32,
+    pub(crate) patched_service_accounts: u32,
+    pub(crate) failures: Vec<NamespaceFailure>,
     /// Secrets outside the targets that carry our labels without being ours: reported only.
-    pub unowned: Vec<NamespaceFailure>,
+    pub(crate) unowned: Vec<NamespaceFailure>,
     /// Namespaces whose Secret was adopted in this pass.
-    pub adopted: Vec<String>,
+    pub(crate) adopted: Vec<String>,
 }
 
 /// Everything apply needs to know about the credential besides the plan.
-pub struct Apply<'a> {
-    pub ctx: &'a Context,
-    pub owner: &'a Owner,
-    pub secret_name: &'a str,
-    pub data: &'a [u8],
-    pub conflict_policy: ConflictPolicy,
+pub(crate) struct Apply<'a> {
+    pub(crate) ctx: &'a Context,
+    pub(crate) owner: &'a Owner,
+    pub(crate) secret_name: &'a str,
+    pub(crate) data: &'a [u8],
+    pub(crate) conflict_policy: ConflictPolicy,
     /// The credential's own source: never deleted, whatever the caches say.
-    pub source: &'a CredentialSource,
+    pub(crate) source: &'a CredentialSource,
 }
 
 impl Apply<'_> {
-    pub async fn run(&self, plan: Plan) -> Outcome {
+    pub(crate) async fn run(&self, plan: Plan) -> Outcome {
         let concurrency = self.ctx.settings.write_concurrency.max(1);
         let mut outcome = Outcome::default();
 
@@ -152,7 +153,7 @@ impl Apply<'_> {
     }
 
     /// Runs cleanups only (teardown).
-    pub async fn cleanups(&self, cleanups: Vec<CleanupPlan>) -> Cleaned {
+    pub(crate) async fn cleanups(&self, cleanups: Vec<CleanupPlan>) -> Cleaned {
         let concurrency = self.ctx.settings.write_concurrency.max(1);
         let results: Vec<_> = stream::iter(cleanups)
             .map(|c| self.cleanup(c))
@@ -424,7 +425,7 @@ enum StepError {
 }
 
 /// Writes one ServiceAccount edit; on 409 reads the account again and recomputes.
-pub async fn write_service_account(
+pub(crate) async fn write_service_account(
     ctx: &Context,
     credential: &str,
     change: SaChange,
@@ -573,9 +574,9 @@ fn list_writers(sa: &ServiceAccount) -> Vec<String> {
 /// What the cleanups of a pass left: failures to retry, and Secrets not provably ours (reported,
 /// never retried).
 #[derive(Debug, Default)]
-pub struct Cleaned {
-    pub failures: Vec<NamespaceFailure>,
-    pub unowned: Vec<NamespaceFailure>,
+pub(crate) struct Cleaned {
+    pub(crate) failures: Vec<NamespaceFailure>,
+    pub(crate) unowned: Vec<NamespaceFailure>,
 }
 
 /// Attempts at deleting a copy that keeps changing between our read and our delete.

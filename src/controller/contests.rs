@@ -15,13 +15,13 @@ use std::{
 };
 
 /// Stable reason for status, Events and metrics.
-pub const REASON: &str = "ServiceAccountContested";
-pub const WINDOW: Duration = Duration::from_secs(60);
-pub const MAX_RESTORES: usize = 3;
+pub(crate) const REASON: &str = "ServiceAccountContested";
+pub(crate) const WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const MAX_RESTORES: usize = 3;
 const FIRST_BACKOFF: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
 /// Without a restoration for this long, an account starts afresh.
-pub const FORGET_AFTER: Duration = Duration::from_secs(900);
+pub(crate) const FORGET_AFTER: Duration = Duration::from_secs(900);
 
 /// `(credential, namespace, ServiceAccount)`.
 type Key = (String, String, String);
@@ -40,7 +40,7 @@ struct Entry {
 
 /// The verdict on a restoration about to be made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Go ahead (it has been counted).
     Restore,
     /// Contested: do not write; try again after this long.
@@ -52,13 +52,13 @@ pub enum Verdict {
 }
 
 #[derive(Default)]
-pub struct Contests {
+pub(crate) struct Contests {
     entries: Mutex<HashMap<Key, Entry>>,
 }
 
 impl Contests {
     /// Called before restoring `credential`'s entry on `namespace/name`.
-    pub fn restoring(
+    pub(crate) fn restoring(
         &self,
         credential: &str,
         namespace: &str,
@@ -108,7 +108,7 @@ impl Contests {
     }
 
     /// Records what to report about the account during its current backoff.
-    pub fn note(&self, credential: &str, namespace: &str, name: &str, note: String) {
+    pub(crate) fn note(&self, credential: &str, namespace: &str, name: &str, note: String) {
         if let Some(e) = self.entries.lock().expect("contests lock").get_mut(&(
             credential.into(),
             namespace.into(),
@@ -118,7 +118,7 @@ impl Contests {
         }
     }
 
-    pub fn noted(&self, credential: &str, namespace: &str, name: &str) -> Option<String> {
+    pub(crate) fn noted(&self, credential: &str, namespace: &str, name: &str) -> Option<String> {
         self.entries
             .lock()
             .expect("contests lock")
@@ -127,7 +127,7 @@ impl Contests {
     }
 
     /// The shortest remaining backoff of `credential`'s contested accounts, if any.
-    pub fn next_retry(&self, credential: &str, now: Instant) -> Option<Duration> {
+    pub(crate) fn next_retry(&self, credential: &str, now: Instant) -> Option<Duration> {
         self.entries
             .lock()
             .expect("contests lock")
@@ -138,7 +138,7 @@ impl Contests {
     }
 
     /// Forgets a credential (deleted).
-    pub fn forget(&self, credential: &str) {
+    pub(crate) fn forget(&self, credential: &str) {
         self.entries
             .lock()
             .expect("contests lock")

@@ -49,22 +49,22 @@ pub struct Settings {
 
 /// The reflector stores the controller reads instead of the API.
 #[derive(Clone)]
-pub struct Caches {
-    pub credentials: Store<RegistryCredential>,
-    pub namespaces: Store<PartialObjectMeta<Namespace>>,
-    pub service_accounts: Store<ServiceAccount>,
+pub(crate) struct Caches {
+    pub(crate) credentials: Store<RegistryCredential>,
+    pub(crate) namespaces: Store<PartialObjectMeta<Namespace>>,
+    pub(crate) service_accounts: Store<ServiceAccount>,
     /// Only Secrets labelled `app.kubernetes.io/managed-by: regcred-operator`.
-    pub secrets: Store<Secret>,
+    pub(crate) secrets: Store<Secret>,
     /// All Secrets of each allowed source namespace.
-    pub sources: BTreeMap<String, Store<Secret>>,
+    pub(crate) sources: BTreeMap<String, Store<Secret>>,
     /// Becomes true once every store above holds its initial list.
-    pub ready: tokio::sync::watch::Receiver<bool>,
+    pub(crate) ready: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Caches {
     /// Waits until every cache holds a complete initial list. Acting on a partial cache would
     /// look like "namespace gone" and prune copies that must stay.
-    pub async fn wait_until_ready(&self) {
+    pub(crate) async fn wait_until_ready(&self) {
         // A closed channel means the process is shutting down; nothing to wait for then.
         let _ = self.ready.clone().wait_for(|ready| *ready).await;
     }
@@ -73,7 +73,7 @@ impl Caches {
     /// only its most recent waiter, so everyone else waits on [`Caches::ready`]. The credentials
     /// store is left out for the same reason: kube's controller already waits on it and starts no
     /// reconcile before it is ready.
-    pub async fn stores_ready(&self) {
+    pub(crate) async fn stores_ready(&self) {
         let _ = self.namespaces.wait_until_ready().await;
         let _ = self.service_accounts.wait_until_ready().await;
         let _ = self.secrets.wait_until_ready().await;
@@ -82,7 +82,7 @@ impl Caches {
         }
     }
 
-    pub fn source_secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+    pub(crate) fn source_secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
         self.sources
             .get(namespace)?
             .get(&ObjectRef::new(name).within(namespace))
@@ -90,42 +90,42 @@ impl Caches {
 }
 
 /// How long a same-name Secret we do not manage is remembered before we read it again.
-pub const CONFLICT_RECHECK: Duration = Duration::from_secs(60);
+pub(crate) const CONFLICT_RECHECK: Duration = Duration::from_secs(60);
 
-pub struct Context {
-    pub client: Client,
-    pub caches: Caches,
-    pub recorder: Recorder,
-    pub metrics: Arc<Metrics>,
-    pub settings: Settings,
-    pub secret_writes: Arc<Overlay<Secret>>,
-    pub sa_writes: Arc<Overlay<ServiceAccount>>,
+pub(crate) struct Context {
+    pub(crate) client: Client,
+    pub(crate) caches: Caches,
+    pub(crate) recorder: Recorder,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) settings: Settings,
+    pub(crate) secret_writes: Arc<Overlay<Secret>>,
+    pub(crate) sa_writes: Arc<Overlay<ServiceAccount>>,
     /// `(namespace, name)` of foreign same-name Secrets found, with when and why.
-    pub conflicts: Mutex<HashMap<(String, String), (Instant, String)>>,
+    pub(crate) conflicts: Mutex<HashMap<(String, String), (Instant, String)>>,
     /// Consecutive failures per credential, for backoff; reset on success.
-    pub failures: Mutex<HashMap<String, u32>>,
+    pub(crate) failures: Mutex<HashMap<String, u32>>,
     /// When new ServiceAccounts appeared, for the onboarding-latency metric.
-    pub appeared: Arc<Appearances>,
+    pub(crate) appeared: Arc<Appearances>,
     /// ServiceAccounts on which another writer keeps removing our entries.
-    pub contests: crate::controller::contests::Contests,
+    pub(crate) contests: crate::controller::contests::Contests,
     /// Last credential verification per credential: when, and of which source version.
-    pub verifications: Mutex<HashMap<String, (Instant, String)>>,
+    pub(crate) verifications: Mutex<HashMap<String, (Instant, String)>>,
     /// The pod watch of `podRecovery`, running only while a credential has it on.
-    pub pods: crate::controller::recovery::PodWatch,
-    pub evictions: crate::controller::recovery::EvictionBudget,
-    pub reported_pods: crate::controller::recovery::Reported,
+    pub(crate) pods: crate::controller::recovery::PodWatch,
+    pub(crate) evictions: crate::controller::recovery::EvictionBudget,
+    pub(crate) reported_pods: crate::controller::recovery::Reported,
     /// `source.ecr`: the minted token of each credential.
-    pub tokens: crate::controller::tokens::Tokens,
+    pub(crate) tokens: crate::controller::tokens::Tokens,
     /// The last status written per credential uid.
-    pub statuses: Mutex<HashMap<String, RegistryCredentialStatus>>,
+    pub(crate) statuses: Mutex<HashMap<String, RegistryCredentialStatus>>,
     /// Findings already reported by an Event, per credential: (namespace, message).
-    pub reported: Mutex<HashMap<String, std::collections::BTreeSet<(String, String)>>>,
+    pub(crate) reported: Mutex<HashMap<String, std::collections::BTreeSet<(String, String)>>>,
 }
 
 /// When the watch first delivered each newly created ServiceAccount (by uid). Only accounts created
 /// in the last minute count: older ones were not "just onboarded".
 #[derive(Default)]
-pub struct Appearances {
+pub(crate) struct Appearances {
     seen: Mutex<HashMap<String, Instant>>,
 }
 
@@ -133,7 +133,7 @@ impl Appearances {
     const RECENT: Duration = Duration::from_secs(60);
     const KEEP: Duration = Duration::from_secs(300);
 
-    pub fn note(&self, sa: &ServiceAccount) {
+    pub(crate) fn note(&self, sa: &ServiceAccount) {
         let (Some(uid), Some(created)) = (&sa.metadata.uid, &sa.metadata.creation_timestamp) else {
             return;
         };
@@ -149,7 +149,7 @@ impl Appearances {
     }
 
     /// Time since the account appeared, once: the first entry added to it ends its onboarding.
-    pub fn onboarded(&self, uid: &str) -> Option<Duration> {
+    pub(crate) fn onboarded(&self, uid: &str) -> Option<Duration> {
         self.seen
             .lock()
             .expect("appearances lock")
@@ -162,7 +162,7 @@ impl Context {
     /// A snapshot view for one reconcile pass of `current`, indexed once so that the pass is
     /// linear in the size of the caches. `current`'s own sources count as sources even when the
     /// credential cache no longer holds it (a pass for a credential being deleted).
-    pub fn view(&self, current: &RegistryCredential) -> CacheView<'_> {
+    pub(crate) fn view(&self, current: &RegistryCredential) -> CacheView<'_> {
         let mut sas_by_ns: HashMap<String, Vec<Arc<ServiceAccount>>> = HashMap::new();
         for sa in self.caches.service_accounts.state() {
             let ns = sa.metadata.namespace.clone().unwrap_or_default();
@@ -183,7 +183,7 @@ impl Context {
     }
 
     /// A credential (from the cache) that reads Secret `namespace/name` as its source or password.
-    pub fn source_reader(&self, namespace: &str, name: &str) -> Option<String> {
+    pub(crate) fn source_reader(&self, namespace: &str, name: &str) -> Option<String> {
         self.caches
             .credentials
             .state()
@@ -197,7 +197,7 @@ impl Context {
 
     /// The findings of this pass that the previous pass of `credential` did not have: a finding
     /// gets one Event while it lasts, not one per pass (and a new one if it comes back).
-    pub fn new_findings<'f>(
+    pub(crate) fn new_findings<'f>(
         &self,
         credential: &str,
         findings: &'f [NamespaceFailure],
@@ -218,7 +218,10 @@ impl Context {
     /// writes status, so its own last write is the newest, even before the watch delivers it.
     /// Comparing with it keeps a second pass in quick succession from writing the same status
     /// again and repeating its Events.
-    pub fn previous_status(&self, rc: &RegistryCredential) -> Option<RegistryCredentialStatus> {
+    pub(crate) fn previous_status(
+        &self,
+        rc: &RegistryCredential,
+    ) -> Option<RegistryCredentialStatus> {
         let written = rc.metadata.uid.as_ref().and_then(|uid| {
             self.statuses
                 .lock()
@@ -229,7 +232,7 @@ impl Context {
         written.or_else(|| rc.status.clone())
     }
 
-    pub fn wrote_status(&self, rc: &RegistryCredential, status: &RegistryCredentialStatus) {
+    pub(crate) fn wrote_status(&self, rc: &RegistryCredential, status: &RegistryCredentialStatus) {
         if let Some(uid) = &rc.metadata.uid {
             self.statuses
                 .lock()
@@ -238,28 +241,28 @@ impl Context {
         }
     }
 
-    pub fn forget_status(&self, rc: &RegistryCredential) {
+    pub(crate) fn forget_status(&self, rc: &RegistryCredential) {
         if let Some(uid) = &rc.metadata.uid {
             self.statuses.lock().expect("statuses lock").remove(uid);
         }
     }
 
     /// Forgets what was reported for a credential that is gone.
-    pub fn forget_findings(&self, credential: &str) {
+    pub(crate) fn forget_findings(&self, credential: &str) {
         self.reported
             .lock()
             .expect("reported lock")
             .remove(credential);
     }
 
-    pub fn record_conflict(&self, namespace: &str, name: &str, message: &str) {
+    pub(crate) fn record_conflict(&self, namespace: &str, name: &str, message: &str) {
         self.conflicts.lock().expect("conflicts lock").insert(
             (namespace.into(), name.into()),
             (Instant::now(), message.into()),
         );
     }
 
-    pub fn clear_conflict(&self, namespace: &str, name: &str) {
+    pub(crate) fn clear_conflict(&self, namespace: &str, name: &str) {
         self.conflicts
             .lock()
             .expect("conflicts lock")
@@ -267,7 +270,7 @@ impl Context {
     }
 }
 
-pub struct CacheView<'a> {
+pub(crate) struct CacheView<'a> {
     ctx: &'a Context,
     sas_by_ns: HashMap<String, Vec<Arc<ServiceAccount>>>,
     /// Secrets read as a source, with a credential that reads each.

@@ -5,7 +5,7 @@
 use crate::{controller::resolve::SourceError, controller::targets::SelectorError};
 
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     #[error(transparent)]
     Source(#[from] SourceError),
 
@@ -40,7 +40,7 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn api(
+    pub(crate) fn api(
         action: &'static str,
         kind: &'static str,
         namespace: &str,
@@ -56,7 +56,7 @@ impl Error {
         }
     }
 
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Error::Source(e) => e.reason(),
             Error::Selector(_) => "InvalidSelector",
@@ -69,13 +69,13 @@ impl Error {
     }
 
     /// A configuration error waits for the object (or its source) to change instead of retrying.
-    pub fn is_configuration(&self) -> bool {
+    pub(crate) fn is_configuration(&self) -> bool {
         matches!(self, Error::Source(_) | Error::Selector(_))
     }
 }
 
 /// Status code of an API error, if the server answered.
-pub fn status_code(e: &kube::Error) -> Option<u16> {
+pub(crate) fn status_code(e: &kube::Error) -> Option<u16> {
     match e {
         kube::Error::Api(s) => Some(s.code),
         _ => None,
@@ -83,7 +83,7 @@ pub fn status_code(e: &kube::Error) -> Option<u16> {
 }
 
 /// The server's message of an API error (it never quotes Secret data), or the error itself.
-pub fn api_message(e: &kube::Error) -> String {
+pub(crate) fn api_message(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) => format!("{} {}", s.code, s.message),
         other => other.to_string(),
@@ -102,6 +102,6 @@ fn api_reason(e: &kube::Error) -> &'static str {
 }
 
 /// A write refused because the namespace is being deleted: such namespaces are skipped quietly.
-pub fn namespace_terminating(e: &kube::Error) -> bool {
+pub(crate) fn namespace_terminating(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 403 && s.message.contains("being terminated"))
 }

@@ -7,21 +7,21 @@
 //! (carrying them out), [`status`] (reporting), over [`context`] and [`cache`] (the watch caches,
 //! their indexes and our own recent writes).
 
-pub mod apply;
-pub mod cache;
-pub mod contests;
+pub(crate) mod apply;
+pub(crate) mod cache;
+pub(crate) mod contests;
 pub mod context;
-pub mod error;
+pub(crate) mod error;
 mod pass;
-pub mod plan;
+pub(crate) mod plan;
 mod recover;
-pub mod recovery;
-pub mod resolve;
-pub mod service_accounts;
-pub mod status;
-pub mod targets;
+pub(crate) mod recovery;
+pub(crate) mod resolve;
+pub(crate) mod service_accounts;
+pub(crate) mod status;
+pub(crate) mod targets;
 mod teardown;
-pub mod tokens;
+pub(crate) mod tokens;
 mod verify;
 
 use std::{
@@ -69,7 +69,7 @@ const CONFIG_RETRY: Duration = Duration::from_secs(300);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Runs the controller until `shutdown` completes; in-flight reconciles finish first.
-pub async fn run(
+pub(crate) async fn run(
     client: Client,
     settings: Settings,
     metrics: Arc<Metrics>,

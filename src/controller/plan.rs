@@ -12,12 +12,12 @@ use kube::api::ObjectMeta;
 
 use crate::{
     api::{CREDENTIAL_LABEL, DeletionPolicy, MANAGED_BY_LABEL, MANAGER},
-    controller::resolve::{DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE},
     controller::service_accounts::{self, SaEdit, Want},
+    dockerconfig::{DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE},
 };
 
 /// What the plan reads: the watch caches with our own recent writes laid over them.
-pub trait View {
+pub(crate) trait View {
     /// A Secret we may manage, by namespace and name (only labelled Secrets are cached).
     fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>>;
     /// The ServiceAccounts of a namespace.
@@ -37,9 +37,9 @@ pub trait View {
 
 /// A view whose ServiceAccounts are a fresh read (for the teardown); everything else comes from
 /// `inner`.
-pub struct FreshServiceAccounts<'a, V: View> {
-    pub inner: &'a V,
-    pub service_accounts: Vec<Arc<ServiceAccount>>,
+pub(crate) struct FreshServiceAccounts<'a, V: View> {
+    pub(crate) inner: &'a V,
+    pub(crate) service_accounts: Vec<Arc<ServiceAccount>>,
 }
 
 impl<V: View> View for FreshServiceAccounts<'_, V> {
@@ -73,13 +73,13 @@ impl<V: View> View for FreshServiceAccounts<'_, V> {
 
 /// Identity of the credential being reconciled.
 #[derive(Debug, Clone)]
-pub struct Owner {
-    pub name: String,
-    pub uid: String,
+pub(crate) struct Owner {
+    pub(crate) name: String,
+    pub(crate) uid: String,
 }
 
 impl Owner {
-    pub fn reference(&self) -> OwnerReference {
+    pub(crate) fn reference(&self) -> OwnerReference {
         OwnerReference {
             api_version: "regcred.dev/v1alpha1".into(),
             kind: "RegistryCredential".into(),
@@ -93,7 +93,7 @@ impl Owner {
 
 /// Whether a Secret carries the label of `credential` (what the managed-Secrets cache is
 /// searched by).
-pub fn labelled_for(secret: &Secret, credential: &str) -> bool {
+pub(crate) fn labelled_for(secret: &Secret, credential: &str) -> bool {
     secret
         .metadata
         .labels
@@ -105,7 +105,7 @@ pub fn labelled_for(secret: &Secret, credential: &str) -> bool {
 
 /// Who an existing Secret belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ownership {
+pub(crate) enum Ownership {
     /// It carries this credential's controller ownerReference (by uid).
     Ours,
     /// It carries this credential's labels but not its controller ownerReference: a source
@@ -118,7 +118,7 @@ pub enum Ownership {
 }
 
 /// Whether a Secret names the credential with `uid` as its controller.
-pub fn controlled_by(secret: &Secret, uid: &str) -> bool {
+pub(crate) fn controlled_by(secret: &Secret, uid: &str) -> bool {
     secret
         .metadata
         .owner_references
@@ -129,7 +129,7 @@ pub fn controlled_by(secret: &Secret, uid: &str) -> bool {
 
 /// Labels are only a hint (anyone who can write a Secret can set them, and `kubectl get -o yaml`
 /// keeps them): a Secret is ours only through our controller ownerReference.
-pub fn ownership(secret: &Secret, owner: &Owner) -> Ownership {
+pub(crate) fn ownership(secret: &Secret, owner: &Owner) -> Ownership {
     if controlled_by(secret, &owner.uid) {
         return Ownership::Ours;
     }
@@ -146,7 +146,7 @@ pub fn ownership(secret: &Secret, owner: &Owner) -> Ownership {
 /// is controlled by this credential (uid), it is no credential's source or password, and this
 /// operator wrote it (its field manager is in managedFields: a copy made elsewhere and applied by
 /// hand is not something we wrote, whatever it carries).
-pub fn undeletable(secret: &Secret, owner: &Owner, is_source: bool) -> Option<&'static str> {
+pub(crate) fn undeletable(secret: &Secret, owner: &Owner, is_source: bool) -> Option<&'static str> {
     if is_source {
         return Some("it is read as a source by a RegistryCredential");
     }
@@ -163,7 +163,7 @@ pub fn undeletable(secret: &Secret, owner: &Owner, is_source: bool) -> Option<&'
 }
 
 /// The report for a Secret that looks like ours but is not provably ours.
-pub fn not_owned(namespace: &str, name: &str, credential: &str, why: &str) -> String {
+pub(crate) fn not_owned(namespace: &str, name: &str, credential: &str, why: &str) -> String {
     format!(
         "Secret {namespace}/{name} carries the labels of RegistryCredential {credential} but is not its copy \
          ({why}); it is never overwritten or deleted. Delete it or remove its regcred labels"
@@ -171,7 +171,7 @@ pub fn not_owned(namespace: &str, name: &str, credential: &str, why: &str) -> St
 }
 
 /// The Secret this operator writes into a target namespace.
-pub fn desired_secret(owner: &Owner, namespace: &str, name: &str, data: &[u8]) -> Secret {
+pub(crate) fn desired_secret(owner: &Owner, namespace: &str, name: &str, data: &[u8]) -> Secret {
     Secret {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -194,7 +194,7 @@ pub fn desired_secret(owner: &Owner, namespace: &str, name: &str, data: &[u8]) -
 
 /// Whether a Secret of ours already carries everything we write. Fields others added (extra
 /// labels, annotations, keys) are theirs and are left alone.
-pub fn in_sync(secret: &Secret, owner: &Owner, data: &[u8]) -> bool {
+pub(crate) fn in_sync(secret: &Secret, owner: &Owner, data: &[u8]) -> bool {
     let labels = secret.metadata.labels.as_ref();
     secret.type_.as_deref() == Some(DOCKER_CONFIG_JSON_TYPE)
         && secret
@@ -215,7 +215,7 @@ pub fn in_sync(secret: &Secret, owner: &Owner, data: &[u8]) -> bool {
 /// labels, our ownerReference added to any others, the config. It carries the resourceVersion it
 /// was computed from, so the API server refuses it (409) if the Secret changed meanwhile. Fields
 /// others added stay; the type cannot change in place (it is immutable).
-pub fn update_patch(current: &Secret, owner: &Owner, data: &[u8]) -> serde_json::Value {
+pub(crate) fn update_patch(current: &Secret, owner: &Owner, data: &[u8]) -> serde_json::Value {
     let mut refs = current
         .metadata
         .owner_references
@@ -236,7 +236,7 @@ pub fn update_patch(current: &Secret, owner: &Owner, data: &[u8]) -> serde_json:
 
 /// The step for the Secret of one target namespace.
 #[derive(Debug, Clone)]
-pub enum SecretStep {
+pub(crate) enum SecretStep {
     InSync,
     /// Not in the cache: create it (a same-name Secret we do not manage answers 409).
     Create,
@@ -260,49 +260,49 @@ pub enum SecretStep {
 /// One ServiceAccount write: the account as read, what we want on it, and the edit that gets
 /// there. `want` lets a write that lost a race recompute the edit on a fresh read.
 #[derive(Debug, Clone)]
-pub struct SaChange {
-    pub service_account: Arc<ServiceAccount>,
-    pub want: Want,
-    pub edit: SaEdit,
+pub(crate) struct SaChange {
+    pub(crate) service_account: Arc<ServiceAccount>,
+    pub(crate) want: Want,
+    pub(crate) edit: SaEdit,
 }
 
 /// Work in one target namespace: the Secret first, then (only if that succeeded) the
 /// ServiceAccount edits.
 #[derive(Debug, Clone)]
-pub struct TargetPlan {
-    pub namespace: String,
-    pub secret: SecretStep,
-    pub edits: Vec<SaChange>,
+pub(crate) struct TargetPlan {
+    pub(crate) namespace: String,
+    pub(crate) secret: SecretStep,
+    pub(crate) edits: Vec<SaChange>,
     /// Selected ServiceAccounts that exist, and how many already list the Secret.
-    pub selected_service_accounts: u32,
-    pub listing_service_accounts: u32,
+    pub(crate) selected_service_accounts: u32,
+    pub(crate) listing_service_accounts: u32,
     /// `default` is selected but not cached yet.
-    pub awaiting_default_account: bool,
+    pub(crate) awaiting_default_account: bool,
 }
 
 /// Removal work in a namespace that is no longer (or no longer fully) ours: ServiceAccount edits
 /// first, then the Secret deletions, so that no ServiceAccount points at a Secret we deleted.
 #[derive(Debug, Clone, Default)]
-pub struct CleanupPlan {
-    pub namespace: String,
-    pub edits: Vec<SaChange>,
-    pub delete: Vec<Arc<Secret>>,
+pub(crate) struct CleanupPlan {
+    pub(crate) namespace: String,
+    pub(crate) edits: Vec<SaChange>,
+    pub(crate) delete: Vec<Arc<Secret>>,
     /// With `Orphan`: Secrets whose labels and ownerReference are to be removed.
-    pub release: Vec<Arc<Secret>>,
+    pub(crate) release: Vec<Arc<Secret>>,
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct Plan {
-    pub targets: Vec<TargetPlan>,
-    pub cleanups: Vec<CleanupPlan>,
+pub(crate) struct Plan {
+    pub(crate) targets: Vec<TargetPlan>,
+    pub(crate) cleanups: Vec<CleanupPlan>,
     /// Secrets labelled as copies of this credential outside its targets that are not ours:
     /// reported, never touched.
-    pub unowned: Vec<Arc<Secret>>,
+    pub(crate) unowned: Vec<Arc<Secret>>,
 }
 
 impl Plan {
     /// Number of write requests the plan needs at least.
-    pub fn writes(&self) -> usize {
+    pub(crate) fn writes(&self) -> usize {
         self.targets
             .iter()
             .map(|t| {
@@ -321,27 +321,27 @@ impl Plan {
 }
 
 /// What one credential wants.
-pub struct Desired<'a> {
-    pub owner: &'a Owner,
-    pub secret_name: &'a str,
-    pub data: &'a [u8],
-    pub service_accounts: &'a [String],
+pub(crate) struct Desired<'a> {
+    pub(crate) owner: &'a Owner,
+    pub(crate) secret_name: &'a str,
+    pub(crate) data: &'a [u8],
+    pub(crate) service_accounts: &'a [String],
     /// Target namespace names, sorted.
-    pub targets: &'a [String],
+    pub(crate) targets: &'a [String],
 }
 
 fn selected(patterns: &[String], name: &str) -> bool {
     patterns.iter().any(|p| p == "*" || p == name)
 }
 
-pub fn is_a_source(namespace: &str, name: &str, credential: &str) -> String {
+pub(crate) fn is_a_source(namespace: &str, name: &str, credential: &str) -> String {
     format!(
         "Secret {namespace}/{name} is the source of RegistryCredential {credential}; a source is never \
          overwritten or deleted. Choose another secretName or exclude namespace {namespace}"
     )
 }
 
-pub fn held_by_other(namespace: &str, name: &str, credential: &str) -> String {
+pub(crate) fn held_by_other(namespace: &str, name: &str, credential: &str) -> String {
     format!("Secret {namespace}/{name} is managed by RegistryCredential {credential}")
 }
 
@@ -357,7 +357,7 @@ fn push_change(changes: &mut Vec<SaChange>, sa: Arc<ServiceAccount>, want: Want,
 
 /// Plans a sync pass: every target brought to the desired state, everything of ours outside it
 /// removed.
-pub fn sync(desired: &Desired<'_>, view: &impl View) -> Plan {
+pub(crate) fn sync(desired: &Desired<'_>, view: &impl View) -> Plan {
     let owner = desired.owner;
     let mut plan = Plan::default();
     for ns in desired.targets {
@@ -470,7 +470,7 @@ pub fn sync(desired: &Desired<'_>, view: &impl View) -> Plan {
 }
 
 /// Plans the cleanup when the credential is deleted.
-pub fn teardown(owner: &Owner, policy: DeletionPolicy, view: &impl View) -> Plan {
+pub(crate) fn teardown(owner: &Owner, policy: DeletionPolicy, view: &impl View) -> Plan {
     let want = match policy {
         DeletionPolicy::Delete => Want::Removed,
         DeletionPolicy::Orphan => Want::Released,

@@ -38,30 +38,30 @@ const RECREATING_KINDS: [&str; 4] = ["ReplicaSet", "StatefulSet", "DaemonSet", "
 
 /// A pod that failed to pull an image this credential covers and would pull if recreated.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Candidate {
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
-    pub service_account: String,
+pub(crate) struct Candidate {
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+    pub(crate) uid: String,
+    pub(crate) service_account: String,
     /// The first failing image the credential covers.
-    pub image: String,
+    pub(crate) image: String,
     /// Controlled by a ReplicaSet, StatefulSet, DaemonSet or Job: eviction brings a new pod.
-    pub recreated: bool,
+    pub(crate) recreated: bool,
 }
 
 /// What the credential offers, for [`candidates`].
-pub struct Offer<'a> {
+pub(crate) struct Offer<'a> {
     /// Target namespaces, sorted.
-    pub targets: &'a [String],
+    pub(crate) targets: &'a [String],
     /// `spec.serviceAccounts` patterns.
-    pub service_accounts: &'a [String],
-    pub secret_name: &'a str,
+    pub(crate) service_accounts: &'a [String],
+    pub(crate) secret_name: &'a str,
     /// Registry keys of the credential's config.
-    pub keys: Vec<&'a str>,
+    pub(crate) keys: Vec<&'a str>,
 }
 
 /// Images of the pod's containers (init containers included) waiting on a failed pull.
-pub fn failing_images(pod: &Pod) -> Vec<&str> {
+pub(crate) fn failing_images(pod: &Pod) -> Vec<&str> {
     let Some(status) = &pod.status else {
         return Vec::new();
     };
@@ -98,7 +98,7 @@ fn lists_secret(pod: &Pod, secret: &str) -> bool {
 
 /// Whether the kubelet would use one of `keys` for `image` (its matching rules, as `doctor`
 /// applies them).
-pub fn covers(keys: &[&str], image: &str) -> bool {
+pub(crate) fn covers(keys: &[&str], image: &str) -> bool {
     ImageRef::parse(image).is_ok_and(|image| {
         kubelet::evaluate(keys.iter().copied(), &image)
             .iter()
@@ -109,7 +109,7 @@ pub fn covers(keys: &[&str], image: &str) -> bool {
 /// The pods a credential can recover: in a target namespace, using a selected ServiceAccount
 /// that now lists the Secret (`sa_lists(namespace, account)`), failing to pull an image the
 /// credential covers, and without the Secret in their own spec.
-pub fn candidates<'p>(
+pub(crate) fn candidates<'p>(
     pods: impl IntoIterator<Item = &'p Pod>,
     offer: &Offer<'_>,
     sa_lists: impl Fn(&str, &str) -> bool,
@@ -163,7 +163,7 @@ pub fn candidates<'p>(
 /// What the cache keeps of a pod: identity, controller, ServiceAccount, pull secrets, and each
 /// container's image and waiting reason. Everything else (env, volumes, annotations, labels,
 /// managedFields, probes) is dropped as it arrives.
-pub fn slim(pod: &mut Pod) {
+pub(crate) fn slim(pod: &mut Pod) {
     let meta = std::mem::take(&mut pod.metadata);
     pod.metadata = ObjectMeta {
         name: meta.name,
@@ -218,7 +218,7 @@ pub fn slim(pod: &mut Pod) {
 
 /// The pod watch, started when the first credential turns recovery on and stopped when the last
 /// turns it off: with recovery off everywhere, no pod is watched at all.
-pub struct PodWatch {
+pub(crate) struct PodWatch {
     client: Client,
     /// 1 while running, for `regcred_pod_watch_active`.
     active: prometheus_client::metrics::gauge::Gauge,
@@ -241,7 +241,7 @@ impl Drop for Running {
 
 impl PodWatch {
     /// The watch and the stream of pods whose pull failed, for the controller's triggers.
-    pub fn new(
+    pub(crate) fn new(
         client: Client,
         active: prometheus_client::metrics::gauge::Gauge,
     ) -> (Self, mpsc::UnboundedReceiver<Result<Pod, watcher::Error>>) {
@@ -256,7 +256,7 @@ impl PodWatch {
     }
 
     /// Starts or stops the watch.
-    pub fn set_wanted(&self, wanted: bool) {
+    pub(crate) fn set_wanted(&self, wanted: bool) {
         let mut running = self.running.lock().expect("pod watch lock");
         match (wanted, running.is_some()) {
             (true, false) => {
@@ -274,7 +274,7 @@ impl PodWatch {
     }
 
     /// The pods, once the watch holds its initial list.
-    pub fn pods(&self) -> Option<Vec<Arc<Pod>>> {
+    pub(crate) fn pods(&self) -> Option<Vec<Arc<Pod>>> {
         let running = self.running.lock().expect("pod watch lock");
         let running = running.as_ref()?;
         running
@@ -326,7 +326,7 @@ impl PodWatch {
 
 /// Evictions per credential in the last minute, for the rate limit.
 #[derive(Default)]
-pub struct EvictionBudget {
+pub(crate) struct EvictionBudget {
     recent: Mutex<HashMap<String, VecDeque<Instant>>>,
 }
 
@@ -335,7 +335,7 @@ impl EvictionBudget {
 
     /// Takes one eviction of `credential`'s budget; `Err(wait)` when spent, with the time until
     /// the next one is allowed.
-    pub fn take(&self, credential: &str, per_minute: u32) -> Result<(), Duration> {
+    pub(crate) fn take(&self, credential: &str, per_minute: u32) -> Result<(), Duration> {
         let mut recent = self.recent.lock().expect("eviction budget lock");
         let times = recent.entry(credential.into()).or_default();
         while times.front().is_some_and(|t| t.elapsed() >= Self::WINDOW) {
@@ -350,7 +350,7 @@ impl EvictionBudget {
     }
 
     /// Gives back the last eviction taken (it was refused, so it did not count).
-    pub fn refund(&self, credential: &str) {
+    pub(crate) fn refund(&self, credential: &str) {
         if let Some(times) = self
             .recent
             .lock()
@@ -361,7 +361,7 @@ impl EvictionBudget {
         }
     }
 
-    pub fn forget(&self, credential: &str) {
+    pub(crate) fn forget(&self, credential: &str) {
         self.recent
             .lock()
             .expect("eviction budget lock")
@@ -371,13 +371,13 @@ impl EvictionBudget {
 
 /// Pods already given an Event, per credential (by uid): one Event per pod, not one per pass.
 #[derive(Default)]
-pub struct Reported {
+pub(crate) struct Reported {
     by_credential: Mutex<HashMap<String, HashSet<String>>>,
 }
 
 impl Reported {
     /// Records this pass's candidates; returns those not reported before.
-    pub fn fresh<'c>(&self, credential: &str, now: &'c [Candidate]) -> Vec<&'c Candidate> {
+    pub(crate) fn fresh<'c>(&self, credential: &str, now: &'c [Candidate]) -> Vec<&'c Candidate> {
         let mut all = self.by_credential.lock().expect("reported pods lock");
         let before = all.insert(
             credential.into(),
@@ -387,7 +387,7 @@ impl Reported {
         now.iter().filter(|c| !before.contains(&c.uid)).collect()
     }
 
-    pub fn forget(&self, credential: &str) {
+    pub(crate) fn forget(&self, credential: &str) {
         self.by_credential
             .lock()
             .expect("reported pods lock")

@@ -10,23 +10,18 @@ use k8s_openapi::api::core::v1::Secret;
 
 use crate::{
     api::{CredentialSource, RegistryLogin as LoginSpec},
-    dockerconfig::{ConfigError, DockerConfig, RegistryLogin},
+    dockerconfig::{DockerConfig, RegistryLogin, config_from_secret, keys_of},
 };
-
-pub const DOCKER_CONFIG_JSON_TYPE: &str = "kubernetes.io/dockerconfigjson";
-pub const DOCKER_CONFIG_JSON_KEY: &str = ".dockerconfigjson";
-pub const DOCKERCFG_TYPE: &str = "kubernetes.io/dockercfg";
-pub const DOCKERCFG_KEY: &str = ".dockercfg";
 
 /// A validated source, ready to be copied.
 #[derive(Clone)]
-pub struct ResolvedSource {
+pub(crate) struct ResolvedSource {
     /// Compact JSON of the `.dockerconfigjson` to write.
-    pub data: Vec<u8>,
+    pub(crate) data: Vec<u8>,
     /// resourceVersion(s) of the Secret(s) it was built from.
-    pub version: String,
+    pub(crate) version: String,
     /// Registries configured (keys of `auths`), for logs and status.
-    pub registries: Vec<String>,
+    pub(crate) registries: Vec<String>,
 }
 
 impl std::fmt::Debug for ResolvedSource {
@@ -39,7 +34,7 @@ impl std::fmt::Debug for ResolvedSource {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SourceError {
+pub(crate) enum SourceError {
     #[error(
         "Secret {namespace}/{name} is in namespace {namespace:?}, which is not an allowed source namespace of the operator (allowed: {allowed}); move the Secret there or add the namespace with --source-namespaces"
     )]
@@ -60,7 +55,7 @@ pub enum SourceError {
 
 impl SourceError {
     /// Stable PascalCase reason for conditions, Events and metrics.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             SourceError::NamespaceNotAllowed { .. } => "SourceNamespaceNotAllowed",
             SourceError::NotFound { .. } => "SourceNotFound",
@@ -70,7 +65,7 @@ impl SourceError {
 }
 
 /// Every Secret a source reads, as `(namespace, name)`: what the source watches map back from.
-pub fn referenced_secrets(source: &CredentialSource) -> Vec<(&str, &str)> {
+pub(crate) fn referenced_secrets(source: &CredentialSource) -> Vec<(&str, &str)> {
     let mut refs: Vec<(&str, &str)> = source
         .secret_ref
         .iter()
@@ -95,7 +90,7 @@ pub fn referenced_secrets(source: &CredentialSource) -> Vec<(&str, &str)> {
 }
 
 /// Resolves and validates the source. `lookup(namespace, name)` reads the source caches.
-pub fn resolve(
+pub(crate) fn resolve(
     source: &CredentialSource,
     allowed: &[String],
     lookup: impl Fn(&str, &str) -> Option<Arc<Secret>>,
@@ -177,70 +172,6 @@ fn login_of(spec: &LoginSpec, password: String) -> RegistryLogin {
     }
 }
 
-fn keys_of(secret: &Secret) -> String {
-    let keys: Vec<&str> = secret
-        .data
-        .iter()
-        .flatten()
-        .map(|(k, _)| k.as_str())
-        .collect();
-    if keys.is_empty() {
-        "no keys".into()
-    } else {
-        format!("keys [{}]", keys.join(", "))
-    }
-}
-
-type Parser = fn(&[u8]) -> Result<DockerConfig, ConfigError>;
-
-/// Reads a Secret of one of the two types the kubelet uses as a pull secret
-/// (`kubernetes.io/dockerconfigjson`, legacy `kubernetes.io/dockercfg`); `None` for any other type.
-pub fn kubelet_config(secret: &Secret) -> Option<Result<DockerConfig, String>> {
-    let (key, parse): (&str, Parser) = match secret.type_.as_deref() {
-        Some(DOCKER_CONFIG_JSON_TYPE) => {
-            (DOCKER_CONFIG_JSON_KEY, DockerConfig::from_dockerconfigjson)
-        }
-        Some(DOCKERCFG_TYPE) => (DOCKERCFG_KEY, DockerConfig::from_dockercfg),
-        _ => return None,
-    };
-    let type_ = secret.type_.as_deref().unwrap_or_default();
-    Some(match secret.data.as_ref().and_then(|d| d.get(key)) {
-        Some(bytes) => parse(&bytes.0).map_err(|e| format!("key {key}: {e}")),
-        None => Err(format!(
-            "type {type_} but key {key} is missing (found {})",
-            keys_of(secret)
-        )),
-    })
-}
-
-/// Reads a registry config from a source Secret of any supported shape: the kubelet's two types,
-/// or `Opaque` with a `.dockerconfigjson` key (as External Secrets writes it).
-pub fn config_from_secret(secret: &Secret) -> Result<DockerConfig, String> {
-    if let Some(parsed) = kubelet_config(secret) {
-        return parsed;
-    }
-    match secret.type_.as_deref().unwrap_or("Opaque") {
-        "Opaque" => match secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(DOCKER_CONFIG_JSON_KEY))
-        {
-            Some(bytes) => DockerConfig::from_dockerconfigjson(&bytes.0)
-                .map_err(|e| format!("key {DOCKER_CONFIG_JSON_KEY}: {e}")),
-            None => Err(format!(
-                "type Opaque with {}; expected type {DOCKER_CONFIG_JSON_TYPE} with key {DOCKER_CONFIG_JSON_KEY} \
-                 (create it with `kubectl create secret docker-registry`, not `generic`), or use \
-                 spec.source.registries with a passwordSecretRef",
-                keys_of(secret)
-            )),
-        },
-        other => Err(format!(
-            "type {other} is not a registry credential; expected {DOCKER_CONFIG_JSON_TYPE} (key {DOCKER_CONFIG_JSON_KEY}), \
-             {DOCKERCFG_TYPE} (key {DOCKERCFG_KEY}) or Opaque with key {DOCKER_CONFIG_JSON_KEY}"
-        )),
-    }
-}
-
 fn password_from(secret: &Secret, key: &str) -> Result<String, String> {
     let bytes = secret
         .data
@@ -264,6 +195,7 @@ fn password_from(secret: &Secret, key: &str) -> Result<String, String> {
 mod tests {
     use super::*;
     use crate::api::{SecretKeyReference, SecretReference};
+    use crate::dockerconfig::{DOCKER_CONFIG_JSON_TYPE, DOCKERCFG_TYPE};
     use k8s_openapi::ByteString;
     use kube::api::ObjectMeta;
 

@@ -31,7 +31,7 @@ fn owned_pairs(sa: &ServiceAccount) -> BTreeSet<(String, String)> {
 }
 
 /// Secret names that `credential` added to this ServiceAccount.
-pub fn owned_by(sa: &ServiceAccount, credential: &str) -> Vec<String> {
+pub(crate) fn owned_by(sa: &ServiceAccount, credential: &str) -> Vec<String> {
     owned_pairs(sa)
         .into_iter()
         .filter(|(c, _)| c == credential)
@@ -40,7 +40,7 @@ pub fn owned_by(sa: &ServiceAccount, credential: &str) -> Vec<String> {
 }
 
 /// Whether `imagePullSecrets` lists `secret`.
-pub fn lists(sa: &ServiceAccount, secret: &str) -> bool {
+pub(crate) fn lists(sa: &ServiceAccount, secret: &str) -> bool {
     sa.image_pull_secrets
         .iter()
         .flatten()
@@ -49,7 +49,7 @@ pub fn lists(sa: &ServiceAccount, secret: &str) -> bool {
 
 /// Whether bringing `sa` to `want` puts back an entry that our annotation still records as
 /// `credential`'s: someone else removed the entry (see [`crate::controller::contests`]).
-pub fn restores(sa: &ServiceAccount, credential: &str, want: &Want) -> bool {
+pub(crate) fn restores(sa: &ServiceAccount, credential: &str, want: &Want) -> bool {
     match want {
         Want::Listed(name) => {
             !lists(sa, name) && owned_by(sa, credential).iter().any(|s| s == name)
@@ -60,7 +60,7 @@ pub fn restores(sa: &ServiceAccount, credential: &str, want: &Want) -> bool {
 
 /// What a credential wants on one ServiceAccount.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Want {
+pub(crate) enum Want {
     /// List this Secret (and own the entry, unless it was there before us).
     Listed(String),
     /// Remove every entry this credential added.
@@ -71,16 +71,16 @@ pub enum Want {
 
 /// A change to one ServiceAccount: the full new list and the new annotation value.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SaEdit {
-    pub image_pull_secrets: Vec<LocalObjectReference>,
+pub(crate) struct SaEdit {
+    pub(crate) image_pull_secrets: Vec<LocalObjectReference>,
     /// `None` removes the annotation.
-    pub annotation: Option<String>,
+    pub(crate) annotation: Option<String>,
 }
 
 impl SaEdit {
     /// A JSON merge patch carrying the resourceVersion the edit was computed from: the API server
     /// rejects it with 409 Conflict if the ServiceAccount changed since it was read.
-    pub fn merge_patch(&self, resource_version: &str) -> serde_json::Value {
+    pub(crate) fn merge_patch(&self, resource_version: &str) -> serde_json::Value {
         json!({
             "metadata": {
                 "resourceVersion": resource_version,
@@ -92,7 +92,7 @@ impl SaEdit {
 }
 
 /// The edit that brings `sa` to what `credential` wants, or `None` if it already is.
-pub fn edit(sa: &ServiceAccount, credential: &str, want: &Want) -> Option<SaEdit> {
+pub(crate) fn edit(sa: &ServiceAccount, credential: &str, want: &Want) -> Option<SaEdit> {
     let mut pairs = owned_pairs(sa);
     let mut list: Vec<LocalObjectReference> = sa.image_pull_secrets.clone().unwrap_or_default();
     let before = (pairs.clone(), list.clone());

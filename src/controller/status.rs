@@ -12,43 +12,43 @@ use k8s_openapi::{
 use crate::api::{NamespaceFailure, RegistryCredentialStatus};
 
 /// At most this many failures are listed in status.
-pub const MAX_FAILURES: usize = 10;
+pub(crate) const MAX_FAILURES: usize = 10;
 
 /// The outcome of a reconcile, before it becomes a status.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Report {
-    pub ready: bool,
+pub(crate) struct Report {
+    pub(crate) ready: bool,
     /// PascalCase reason of the Ready condition.
-    pub reason: String,
-    pub message: String,
+    pub(crate) reason: String,
+    pub(crate) message: String,
     /// Waiting for a human (bad source, conflicts) rather than for the operator to finish.
-    pub stalled: bool,
-    pub secret_name: String,
-    pub targets: u32,
-    pub synced: u32,
-    pub patched_service_accounts: u32,
-    pub failures: Vec<NamespaceFailure>,
+    pub(crate) stalled: bool,
+    pub(crate) secret_name: String,
+    pub(crate) targets: u32,
+    pub(crate) synced: u32,
+    pub(crate) patched_service_accounts: u32,
+    pub(crate) failures: Vec<NamespaceFailure>,
     /// Version of the source now in every copy; `None` keeps the previous value.
-    pub source_version: Option<String>,
+    pub(crate) source_version: Option<String>,
     /// The `CredentialsValid` condition.
-    pub credentials: CredentialsCondition,
+    pub(crate) credentials: CredentialsCondition,
     /// Pods awaiting recovery; `None` keeps the previous count.
-    pub pods_awaiting_recovery: Option<u32>,
+    pub(crate) pods_awaiting_recovery: Option<u32>,
     /// Registry keys of the source the kubelet will not match as written, each with why
     /// (`UnmatchableRegistryKeys`); `None` keeps the previous condition (source not read).
-    pub key_warnings: Option<Vec<String>>,
+    pub(crate) key_warnings: Option<Vec<String>>,
     /// `status.credentialExpiresAt`: `None` keeps the previous value, `Some(None)` clears it.
-    pub credential_expires_at: Option<Option<String>>,
+    pub(crate) credential_expires_at: Option<Option<String>>,
 }
 
 /// Condition present while the source has registry keys the kubelet will not match as written.
-pub const UNMATCHABLE_KEYS: &str = "UnmatchableRegistryKeys";
+pub(crate) const UNMATCHABLE_KEYS: &str = "UnmatchableRegistryKeys";
 
 /// At most this many keys are named in the `UnmatchableRegistryKeys` message.
 const MAX_KEY_WARNINGS: usize = 5;
 
 /// The message of the `UnmatchableRegistryKeys` condition, `None` when every key is fine.
-pub fn key_warnings_message(warnings: &[String]) -> Option<String> {
+pub(crate) fn key_warnings_message(warnings: &[String]) -> Option<String> {
     let (first, more) = match warnings.len() {
         0 => return None,
         n => (
@@ -70,7 +70,7 @@ pub fn key_warnings_message(warnings: &[String]) -> Option<String> {
 
 /// What to do with the `CredentialsValid` condition in this status.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub enum CredentialsCondition {
+pub(crate) enum CredentialsCondition {
     /// Verification is off: no such condition.
     #[default]
     Off,
@@ -109,7 +109,7 @@ fn condition(
 }
 
 /// The status for `report`, given the status currently stored.
-pub fn build(
+pub(crate) fn build(
     old: Option<&RegistryCredentialStatus>,
     generation: Option<i64>,
     report: &Report,
@@ -219,7 +219,7 @@ pub fn build(
 
 /// `new` as a JSON merge patch over `old`: a field `new` leaves out (an empty list, a zero count)
 /// is sent as `null`, or the stored value would stay.
-pub fn merge_patch(
+pub(crate) fn merge_patch(
     old: Option<&RegistryCredentialStatus>,
     new: &RegistryCredentialStatus,
 ) -> serde_json::Value {

@@ -10,29 +10,29 @@ use crate::api::{EXCLUDE_ANNOTATION, RegistryCredentialSpec};
 
 /// The namespace facts that selection depends on.
 #[derive(Debug, Clone, Copy)]
-pub struct NamespaceFacts<'a> {
-    pub name: &'a str,
-    pub labels: Option<&'a BTreeMap<String, String>>,
-    pub annotations: Option<&'a BTreeMap<String, String>>,
-    pub terminating: bool,
+pub(crate) struct NamespaceFacts<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) labels: Option<&'a BTreeMap<String, String>>,
+    pub(crate) annotations: Option<&'a BTreeMap<String, String>>,
+    pub(crate) terminating: bool,
 }
 
 /// A `namespaceSelector` that cannot be evaluated (the API server accepts any operator string in
 /// a CRD's LabelSelector, so this is checked here).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid namespaceSelector: {0}")]
-pub struct SelectorError(String);
+pub(crate) struct SelectorError(String);
 
 /// Compiled selection rules of one RegistryCredential.
 #[derive(Debug, Clone)]
-pub struct Selection<'a> {
+pub(crate) struct Selection<'a> {
     selector: Option<&'a LabelSelector>,
     names: &'a [String],
     excludes: &'a [String],
 }
 
 impl<'a> Selection<'a> {
-    pub fn new(spec: &'a RegistryCredentialSpec) -> Result<Self, SelectorError> {
+    pub(crate) fn new(spec: &'a RegistryCredentialSpec) -> Result<Self, SelectorError> {
         if let Some(selector) = &spec.namespace_selector {
             validate_selector(selector)?;
         }
@@ -44,7 +44,7 @@ impl<'a> Selection<'a> {
     }
 
     /// Whether the namespace is a target.
-    pub fn targets(&self, ns: &NamespaceFacts<'_>) -> bool {
+    pub(crate) fn targets(&self, ns: &NamespaceFacts<'_>) -> bool {
         if ns.terminating || self.excluded(ns) {
             return false;
         }
@@ -98,7 +98,7 @@ fn validate_selector(selector: &LabelSelector) -> Result<(), SelectorError> {
 
 /// Label selector semantics of Kubernetes: every matchLabels pair and every expression must hold;
 /// an empty selector matches everything.
-pub fn selector_matches(
+pub(crate) fn selector_matches(
     selector: &LabelSelector,
     labels: Option<&BTreeMap<String, String>>,
 ) -> bool {
@@ -127,7 +127,7 @@ fn requirement_matches(req: &LabelSelectorRequirement, value: Option<&String>) -
 }
 
 /// Shell-style glob: `*` any run of characters, `?` one character, everything else literal.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, name: &str) -> bool {
     let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
     let (mut pi, mut ni) = (0, 0);
     // Position after the last `*` seen and the name position it was tried against.

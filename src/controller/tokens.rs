@@ -37,10 +37,10 @@ const MAX_RETRY: Duration = Duration::from_secs(300);
 /// Lifetime of the ServiceAccount token exchanged with STS (the API server's minimum).
 const WEB_IDENTITY_TOKEN_SECONDS: i64 = 600;
 /// A failing refresh with less than this left gets a Warning Event.
-pub const EXPIRY_WARNING: Duration = Duration::from_secs(3600);
+pub(crate) const EXPIRY_WARNING: Duration = Duration::from_secs(3600);
 
 /// The minted token of each credential.
-pub struct Tokens {
+pub(crate) struct Tokens {
     aws: Result<Aws, String>,
     entries: Mutex<HashMap<String, Entry>>,
     failing: Mutex<HashMap<String, Failing>>,
@@ -68,26 +68,26 @@ struct Failing {
 }
 
 /// A token ready to fan out.
-pub struct Fresh {
-    pub resolved: ResolvedSource,
-    pub expires_at: Timestamp,
+pub(crate) struct Fresh {
+    pub(crate) resolved: ResolvedSource,
+    pub(crate) expires_at: Timestamp,
     /// When to mint again.
-    pub refresh_in: Duration,
+    pub(crate) refresh_in: Duration,
     /// The endpoint gave an expiry not in the future: refreshed every `--min-token-refresh-seconds`.
-    pub skewed: bool,
+    pub(crate) skewed: bool,
 }
 
 /// Why no token could be had. The copies keep what they have.
-pub struct Failed {
+pub(crate) struct Failed {
     /// `TokenRefreshFailed`, or the source reason of a configuration problem.
-    pub reason: &'static str,
-    pub message: String,
+    pub(crate) reason: &'static str,
+    pub(crate) message: String,
     /// A person must act (bad reference or credentials Secret); else the operator retries.
-    pub configuration: bool,
-    pub retry_in: Duration,
+    pub(crate) configuration: bool,
+    pub(crate) retry_in: Duration,
     /// Set when less than [`EXPIRY_WARNING`] remains of the token in the copies and no Event
     /// was published for it yet.
-    pub expiring: Option<String>,
+    pub(crate) expiring: Option<String>,
 }
 
 impl Default for Tokens {
@@ -101,13 +101,13 @@ impl Default for Tokens {
 }
 
 /// `2026-12-03T21:25:00Z`.
-pub fn rfc3339(t: Timestamp) -> String {
+pub(crate) fn rfc3339(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 impl Tokens {
     /// The token in memory, whatever its age (for a suspended credential: no mint).
-    pub fn cached(&self, credential: &str) -> Option<ResolvedSource> {
+    pub(crate) fn cached(&self, credential: &str) -> Option<ResolvedSource> {
         self.entries
             .lock()
             .expect("tokens lock")
@@ -115,13 +115,13 @@ impl Tokens {
             .map(|e| e.resolved.clone())
     }
 
-    pub fn forget(&self, credential: &str) {
+    pub(crate) fn forget(&self, credential: &str) {
         self.entries.lock().expect("tokens lock").remove(credential);
     }
 
     /// The token for `rc`: the one in memory while it is fresh and minted from the same spec and
     /// credentials, else a new one.
-    pub async fn resolve(
+    pub(crate) async fn resolve(
         &self,
         ctx: &Context,
         rc: &RegistryCredential,
@@ -440,7 +440,7 @@ fn stored_expiry(rc: &RegistryCredential) -> Option<Timestamp> {
 
 /// `which expires at 2026-12-03T21:25:00Z` or `which expired at ...`: no countdown, so that a
 /// status with it stays the same from pass to pass.
-pub fn expiry_text(at: Timestamp) -> String {
+pub(crate) fn expiry_text(at: Timestamp) -> String {
     if at <= Timestamp::now() {
         format!("which expired at {}", rfc3339(at))
     } else {

@@ -11,6 +11,9 @@
 //! messages name only registry keys, field names and the kind of problem,
 //! never a value, a decoded `auth` or a fragment of the input.
 
+mod secret;
+
+pub use secret::*;
 use std::collections::BTreeMap;
 use std::fmt;
 

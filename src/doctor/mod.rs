@@ -16,8 +16,8 @@ use serde::Serialize;
 
 use crate::{
     api::{CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGER, RegistryCredential},
-    controller::resolve::{self, DOCKER_CONFIG_JSON_TYPE, DOCKERCFG_TYPE},
     dockerconfig::DockerConfig,
+    dockerconfig::{self, DOCKER_CONFIG_JSON_TYPE, DOCKERCFG_TYPE},
     kubelet::{self, ImageRef, Verdict},
     remote::registry::{Checker, Outcome},
 };
@@ -196,7 +196,7 @@ async fn load_secret(client: &Client, namespace: &str, name: &str) -> Result<Loa
         report.managed_by = labels.get(CREDENTIAL_LABEL).cloned();
     }
     // The kubelet reads only these two types; an Opaque Secret is ignored even with the right key.
-    let parsed = resolve::kubelet_config(&secret).unwrap_or_else(|| {
+    let parsed = dockerconfig::kubelet_config(&secret).unwrap_or_else(|| {
         Err(format!(
             "type {type_}: the kubelet only uses {DOCKER_CONFIG_JSON_TYPE} (or legacy {DOCKERCFG_TYPE}) Secrets as pull secrets"
         ))
@@ -313,7 +313,7 @@ async fn credentials_leaving_out(
                 .get_opt(&r.name)
                 .await
             {
-                Ok(Some(secret)) => resolve::config_from_secret(&secret)
+                Ok(Some(secret)) => dockerconfig::config_from_secret(&secret)
                     .map(|c| c.registries().map(str::to_string).collect())
                     .unwrap_or_default(),
                 _ => Vec::new(),

@@ -36,7 +36,7 @@ pub enum PullFailure {
 
 impl PullFailure {
     /// A one-line hint at the fix.
-    pub fn fix(&self) -> &'static str {
+    pub(crate) fn fix(&self) -> &'static str {
         match self {
             PullFailure::AuthRefused => {
                 "Check that a pull secret key matches the image (see the key evaluation) and that its credentials are current and may pull this repository; registries also answer this way for a repository that does not exist."
@@ -86,7 +86,7 @@ impl fmt::Display for PullFailure {
 /// specific: rate limits, DNS, TLS, authentication, missing images, timeouts,
 /// connection failures. The message may name the image, so a repository
 /// called, say, `unauthorized-app` can mislead the classification.
-pub fn classify_pull_message(msg: &str) -> PullFailure {
+pub(crate) fn classify_pull_message(msg: &str) -> PullFailure {
     let m = msg.to_ascii_lowercase();
     let any = |needles: &[&str]| needles.iter().any(|n| m.contains(n));
 

@@ -27,19 +27,19 @@ use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
 use crate::dockerconfig::RegistryLogin;
 
 /// Secret keys of AWS credentials, as the AWS CLI's environment variables name them.
-pub const ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
-pub const SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";
-pub const SESSION_TOKEN: &str = "AWS_SESSION_TOKEN";
+pub(crate) const ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
+pub(crate) const SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";
+pub(crate) const SESSION_TOKEN: &str = "AWS_SESSION_TOKEN";
 
 /// Audience of the ServiceAccount token when `webIdentity.audience` is not set.
-pub const DEFAULT_AUDIENCE: &str = "sts.amazonaws.com";
+pub(crate) const DEFAULT_AUDIENCE: &str = "sts.amazonaws.com";
 
 /// AWS credentials. `Debug` shows the access key id only.
 #[derive(Clone)]
-pub struct AwsCredentials {
-    pub access_key_id: String,
-    pub secret_access_key: String,
-    pub session_token: Option<String>,
+pub(crate) struct AwsCredentials {
+    pub(crate) access_key_id: String,
+    pub(crate) secret_access_key: String,
+    pub(crate) session_token: Option<String>,
 }
 
 impl fmt::Debug for AwsCredentials {
@@ -67,11 +67,11 @@ impl AwsCredentials {
 /// Tokens minted by `GetAuthorizationToken`, one login per registry. `Debug` shows the
 /// registries and the expiry only.
 #[derive(Clone, PartialEq)]
-pub struct Minted {
+pub(crate) struct Minted {
     /// `(registry host, token)`, sorted by host.
-    pub tokens: Vec<(String, String)>,
+    pub(crate) tokens: Vec<(String, String)>,
     /// The earliest expiry of the tokens.
-    pub expires_at: Timestamp,
+    pub(crate) expires_at: Timestamp,
 }
 
 impl fmt::Debug for Minted {
@@ -89,7 +89,7 @@ impl fmt::Debug for Minted {
 impl Minted {
     /// The logins of the docker config: user `AWS`, the token as password (and so `auth` =
     /// base64 of `AWS:<token>`, as `kubectl create secret docker-registry` writes it).
-    pub fn logins(&self) -> Vec<RegistryLogin> {
+    pub(crate) fn logins(&self) -> Vec<RegistryLogin> {
         self.tokens
             .iter()
             .map(|(host, token)| RegistryLogin {
@@ -104,7 +104,7 @@ impl Minted {
 
 /// A failed AWS call. Messages never carry a secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AwsError {
+pub(crate) enum AwsError {
     #[error("{0}")]
     Endpoint(String),
     #[error("{service} at {endpoint} is unreachable: {detail}")]
@@ -130,17 +130,17 @@ pub enum AwsError {
 }
 
 /// The default ECR API endpoint of a region.
-pub fn default_ecr_endpoint(region: &str) -> String {
+pub(crate) fn default_ecr_endpoint(region: &str) -> String {
     format!("https://api.ecr.{region}.amazonaws.com")
 }
 
 /// The regional STS endpoint.
-pub fn default_sts_endpoint(region: &str) -> String {
+pub(crate) fn default_sts_endpoint(region: &str) -> String {
     format!("https://sts.{region}.amazonaws.com")
 }
 
 /// A region name usable in a host name.
-pub fn check_region(region: &str) -> Result<(), String> {
+pub(crate) fn check_region(region: &str) -> Result<(), String> {
     let ok = !region.is_empty()
         && region.len() <= 32
         && region.split('-').all(|p| {
@@ -159,7 +159,7 @@ pub fn check_region(region: &str) -> Result<(), String> {
 
 /// An endpoint override: `https://host[:port]`, or `http://` to a loopback address only (the
 /// answer carries the token), without path, query or user info.
-pub fn check_endpoint(field: &str, url: &str) -> Result<Uri, String> {
+pub(crate) fn check_endpoint(field: &str, url: &str) -> Result<Uri, String> {
     let uri: Uri = url
         .parse()
         .map_err(|_| format!("{field} {url:?} is not a URL"))?;
@@ -193,7 +193,7 @@ pub fn check_endpoint(field: &str, url: &str) -> Result<Uri, String> {
 }
 
 /// Reads AWS credentials from a Secret; problems name the keys, never the values.
-pub fn credentials_from_secret(secret: &Secret) -> Result<AwsCredentials, String> {
+pub(crate) fn credentials_from_secret(secret: &Secret) -> Result<AwsCredentials, String> {
     let data = secret.data.as_ref();
     let text = |key: &str| -> Result<Option<String>, String> {
         match data.and_then(|d| d.get(key)) {
@@ -241,7 +241,11 @@ pub fn credentials_from_secret(secret: &Secret) -> Result<AwsCredentials, String
 /// lifetime the token has left at `now` (refresh when less than half remains), at least `min`. An
 /// expiry not in the future (a skewed clock, or an endpoint that says so) gives `min`: never a hot
 /// loop.
-pub fn refresh_delay(now: Timestamp, expires_at: Timestamp, min: Duration) -> (Duration, bool) {
+pub(crate) fn refresh_delay(
+    now: Timestamp,
+    expires_at: Timestamp,
+    min: Duration,
+) -> (Duration, bool) {
     let left = expires_at.as_second().saturating_sub(now.as_second());
     if left <= 0 {
         return (min, true);
@@ -274,13 +278,13 @@ type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// A client of the two AWS APIs the ECR source uses.
 #[derive(Clone)]
-pub struct Aws {
+pub(crate) struct Aws {
     client: Client<Https, Full<Bytes>>,
     timeout: Duration,
 }
 
 impl Aws {
-    pub fn new(timeout: Duration) -> Result<Self, String> {
+    pub(crate) fn new(timeout: Duration) -> Result<Self, String> {
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_native_certs::load_native_certs().certs {
             let _ = roots.add(cert);
@@ -339,7 +343,7 @@ impl Aws {
     }
 
     /// `ecr:GetAuthorizationToken` for `registry_ids` (empty: the caller's account).
-    pub async fn get_authorization_token(
+    pub(crate) async fn get_authorization_token(
         &self,
         endpoint: &Uri,
         region: &str,
@@ -453,7 +457,7 @@ impl Aws {
     }
 
     /// `sts:AssumeRoleWithWebIdentity` (unsigned: the web identity token is the credential).
-    pub async fn assume_role_with_web_identity(
+    pub(crate) async fn assume_role_with_web_identity(
         &self,
         endpoint: &Uri,
         role_arn: &str,

@@ -4,5 +4,5 @@
 //! These are network clients with their own confinement rules (realms, redirects, timeouts); they
 //! know nothing of the controller and return classified outcomes that never hold a credential.
 
-pub mod ecr;
+pub(crate) mod ecr;
 pub mod registry;

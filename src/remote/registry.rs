@@ -82,12 +82,12 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         matches!(self, Outcome::Authenticated | Outcome::Anonymous)
     }
 
     /// Stable PascalCase reason (conditions, Events).
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Outcome::Authenticated => "Authenticated",
             Outcome::Anonymous => "Anonymous",
@@ -101,7 +101,7 @@ impl Outcome {
         }
     }
 
-    pub fn describe(&self, registry: &str) -> String {
+    pub(crate) fn describe(&self, registry: &str) -> String {
         match self {
             Outcome::Authenticated => format!("{registry} accepted the credentials"),
             Outcome::Anonymous => format!("{registry} asked for no credentials"),
@@ -122,14 +122,14 @@ impl Outcome {
 /// registry (Docker Hub's `auth.docker.io`, GitLab's own host): whoever reads the result should
 /// know where the credentials went.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Checked {
-    pub outcome: Outcome,
-    pub other_host_realm: Option<String>,
+pub(crate) struct Checked {
+    pub(crate) outcome: Outcome,
+    pub(crate) other_host_realm: Option<String>,
 }
 
 impl Checked {
     /// [`Outcome::describe`], naming a token realm on another host.
-    pub fn describe(&self, registry: &str) -> String {
+    pub(crate) fn describe(&self, registry: &str) -> String {
         let text = self.outcome.describe(registry);
         match &self.other_host_realm {
             Some(realm) => format!("{text} (token service on another host: {realm})"),
@@ -201,13 +201,13 @@ impl Checker {
     }
 
     /// Checks `registry` (`host[:port]`, as the kubelet reads the key) with `credentials`.
-    pub async fn check(&self, registry: &str, credentials: &Credentials) -> Checked {
+    pub(crate) async fn check(&self, registry: &str, credentials: &Credentials) -> Checked {
         self.check_base(&format!("https://{registry}"), credentials)
             .await
     }
 
     /// Checks the registry at `base` (`scheme://host[:port]`).
-    pub async fn check_base(&self, base: &str, credentials: &Credentials) -> Checked {
+    pub(crate) async fn check_base(&self, base: &str, credentials: &Credentials) -> Checked {
         let mut other_host_realm = None;
         let outcome = match tokio::time::timeout(
             self.timeout,
@@ -363,18 +363,18 @@ where
 
 /// Where a token realm is, as far as [`judge_realm`] needs to know.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RealmTarget<'a> {
+pub(crate) struct RealmTarget<'a> {
     /// `https`, `http`, anything else as given.
-    pub scheme: &'a str,
+    pub(crate) scheme: &'a str,
     /// Every address the realm's host resolves to.
-    pub addresses: &'a [IpAddr],
+    pub(crate) addresses: &'a [IpAddr],
     /// Every address the registry's host resolves to.
-    pub registry_addresses: &'a [IpAddr],
+    pub(crate) registry_addresses: &'a [IpAddr],
 }
 
 /// Decides whether credentials may go to a token realm; the refusal says why, naming addresses
 /// and never the realm's path or query.
-pub fn judge_realm(target: &RealmTarget<'_>) -> Result<(), String> {
+pub(crate) fn judge_realm(target: &RealmTarget<'_>) -> Result<(), String> {
     if let Some(ip) = target
         .addresses
         .iter()
@@ -419,7 +419,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 
 /// 169.254.0.0/16 (cloud metadata at 169.254.169.254), fe80::/10, and AWS's IPv6 metadata
 /// address fd00:ec2::254.
-pub fn is_link_local_or_metadata(ip: IpAddr) -> bool {
+pub(crate) fn is_link_local_or_metadata(ip: IpAddr) -> bool {
     match canonical(ip) {
         IpAddr::V4(v4) => v4.is_link_local(),
         IpAddr::V6(v6) => {
@@ -430,13 +430,13 @@ pub fn is_link_local_or_metadata(ip: IpAddr) -> bool {
 }
 
 /// Loopback, or the unspecified address (which reaches the local host).
-pub fn is_loopback(ip: IpAddr) -> bool {
+pub(crate) fn is_loopback(ip: IpAddr) -> bool {
     let ip = canonical(ip);
     ip.is_loopback() || ip.is_unspecified()
 }
 
 /// Loopback, RFC 1918, shared (100.64.0.0/10), link-local and unique-local addresses.
-pub fn is_private(ip: IpAddr) -> bool {
+pub(crate) fn is_private(ip: IpAddr) -> bool {
     if is_loopback(ip) || is_link_local_or_metadata(ip) {
         return true;
     }
@@ -554,7 +554,7 @@ fn encode_query(v: &str) -> String {
 }
 
 /// `Bearer realm="https://auth.example/token",service="registry",scope="..."` → scheme, params.
-pub fn parse_challenge(header: &str) -> (String, Vec<(String, String)>) {
+pub(crate) fn parse_challenge(header: &str) -> (String, Vec<(String, String)>) {
     let header = header.trim();
     let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
     let mut params = Vec::new();

@@ -23,15 +23,15 @@ pub struct Health {
 }
 
 impl Health {
-    pub fn set_ready(&self, synced: bool) {
+    pub(crate) fn set_ready(&self, synced: bool) {
         self.synced.store(synced, Ordering::Relaxed);
     }
 
-    pub fn set_standby(&self, standby: bool) {
+    pub(crate) fn set_standby(&self, standby: bool) {
         self.standby.store(standby, Ordering::Relaxed);
     }
 
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.synced.load(Ordering::Relaxed) || self.standby.load(Ordering::Relaxed)
     }
 }

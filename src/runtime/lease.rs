@@ -21,20 +21,20 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 #[derive(Debug, Clone)]
-pub struct LeaseConfig {
-    pub namespace: String,
-    pub name: String,
-    pub identity: String,
+pub(crate) struct LeaseConfig {
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+    pub(crate) identity: String,
     /// How long a silent holder keeps the lease.
-    pub duration: Duration,
+    pub(crate) duration: Duration,
     /// The leader steps down if it cannot renew for this long (less than `duration`).
-    pub renew_deadline: Duration,
+    pub(crate) renew_deadline: Duration,
     /// How often candidates retry and the leader renews.
-    pub retry_period: Duration,
+    pub(crate) retry_period: Duration,
 }
 
 impl LeaseConfig {
-    pub fn new(namespace: &str, name: &str, identity: &str, duration: Duration) -> Self {
+    pub(crate) fn new(namespace: &str, name: &str, identity: &str, duration: Duration) -> Self {
         Self {
             namespace: namespace.into(),
             name: name.into(),
@@ -47,7 +47,7 @@ impl LeaseConfig {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum LeaseError {
+pub(crate) enum LeaseError {
     #[error(
         "the operator may not {verb} Lease {namespace}/{name}: {message}; grant it the leases Role in deploy/"
     )]
@@ -59,7 +59,7 @@ pub enum LeaseError {
     },
 }
 
-pub struct Elector {
+pub(crate) struct Elector {
     api: Api<Lease>,
     config: LeaseConfig,
     /// The record last seen (holder, renewTime, resourceVersion) and when it last changed.
@@ -81,7 +81,7 @@ fn record_key(lease: &Lease) -> String {
 }
 
 impl Elector {
-    pub fn new(client: Client, config: LeaseConfig) -> Self {
+    pub(crate) fn new(client: Client, config: LeaseConfig) -> Self {
         Self {
             api: Api::namespaced(client, &config.namespace),
             config,
@@ -183,7 +183,7 @@ impl Elector {
     }
 
     /// Waits until this replica holds the lease, or until `shutdown` fires (then `Ok(false)`).
-    pub async fn acquire(
+    pub(crate) async fn acquire(
         &mut self,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<bool, LeaseError> {
@@ -207,7 +207,7 @@ impl Elector {
 
     /// Renews until a renewal has failed for the renew deadline (leadership lost: returns) or
     /// `shutdown` fires (returns after releasing the lease).
-    pub async fn hold(&mut self, shutdown: &mut watch::Receiver<bool>) -> Held {
+    pub(crate) async fn hold(&mut self, shutdown: &mut watch::Receiver<bool>) -> Held {
         let mut last_renewed = Instant::now();
         loop {
             tokio::select! {
@@ -236,7 +236,7 @@ impl Elector {
     }
 
     /// Gives the lease up at once so that another replica takes over without waiting for expiry.
-    pub async fn release(&mut self) {
+    pub(crate) async fn release(&mut self) {
         let Ok(Some(mut lease)) = self.api.get_opt(&self.config.name).await else {
             return;
         };
@@ -263,7 +263,7 @@ impl Elector {
 
 /// How holding the lease ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Held {
+pub(crate) enum Held {
     ShutDown,
     Lost,
 }

@@ -9,59 +9,59 @@ use prometheus_client::{
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabels {
-    pub result: &'static str,
+pub(crate) struct ResultLabels {
+    pub(crate) result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CredentialLabels {
-    pub credential: String,
+pub(crate) struct CredentialLabels {
+    pub(crate) credential: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct WriteLabels {
-    pub resource: &'static str,
-    pub verb: &'static str,
+pub(crate) struct WriteLabels {
+    pub(crate) resource: &'static str,
+    pub(crate) verb: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FailureLabels {
-    pub credential: String,
-    pub reason: String,
+pub(crate) struct FailureLabels {
+    pub(crate) credential: String,
+    pub(crate) reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct MintLabels {
-    pub credential: String,
-    pub result: &'static str,
+pub(crate) struct MintLabels {
+    pub(crate) credential: String,
+    pub(crate) result: &'static str,
 }
 
 pub struct Metrics {
-    pub registry: Registry,
+    pub(crate) registry: Registry,
     /// `source.ecr`: when the token in the copies expires (Unix seconds).
-    pub credential_expiry: Family<CredentialLabels, Gauge>,
+    pub(crate) credential_expiry: Family<CredentialLabels, Gauge>,
     /// `source.ecr`: tokens minted (or attempts that failed), per credential.
-    pub token_mints: Family<MintLabels, Counter>,
-    pub reconciles: Family<ResultLabels, Counter>,
-    pub reconcile_duration: Histogram,
-    pub targeted: Family<CredentialLabels, Gauge>,
-    pub synced: Family<CredentialLabels, Gauge>,
-    pub failures: Family<FailureLabels, Gauge>,
+    pub(crate) token_mints: Family<MintLabels, Counter>,
+    pub(crate) reconciles: Family<ResultLabels, Counter>,
+    pub(crate) reconcile_duration: Histogram,
+    pub(crate) targeted: Family<CredentialLabels, Gauge>,
+    pub(crate) synced: Family<CredentialLabels, Gauge>,
+    pub(crate) failures: Family<FailureLabels, Gauge>,
     /// Seconds from a new ServiceAccount appearing in the watch to it listing the credential.
-    pub onboarding: Histogram,
-    pub writes: Family<WriteLabels, Counter>,
+    pub(crate) onboarding: Histogram,
+    pub(crate) writes: Family<WriteLabels, Counter>,
     /// 1 while this replica holds the leader lease (or runs without leader election).
-    pub leader: Gauge,
+    pub(crate) leader: Gauge,
     /// 1 while a credential's Ready condition is True, 0 otherwise.
-    pub ready: Family<CredentialLabels, Gauge>,
+    pub(crate) ready: Family<CredentialLabels, Gauge>,
     /// With verification on: 1 while every registry accepts the credentials, 0 otherwise.
-    pub verified: Family<CredentialLabels, Gauge>,
+    pub(crate) verified: Family<CredentialLabels, Gauge>,
     /// Pods evicted by `podRecovery: Evict` so that their controller recreates them.
-    pub pods_recovered: Family<CredentialLabels, Counter>,
+    pub(crate) pods_recovered: Family<CredentialLabels, Counter>,
     /// Pods that failed to pull and would pull if recreated, not recovered yet.
-    pub pods_awaiting_recovery: Family<CredentialLabels, Gauge>,
+    pub(crate) pods_awaiting_recovery: Family<CredentialLabels, Gauge>,
     /// 1 while the pod watch of podRecovery runs.
-    pub pod_watch: Gauge,
+    pub(crate) pod_watch: Gauge,
     /// NamespaceFailure reasons currently exported per credential, so that resolved ones are removed.
     failure_reasons: Mutex<HashMap<String, Vec<String>>>,
 }
@@ -183,7 +183,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn observe_reconcile(&self, ok: bool, took: Duration) {
+    pub(crate) fn observe_reconcile(&self, ok: bool, took: Duration) {
         let result = if ok { "success" } else { "error" };
         self.reconciles
             .get_or_create(&ResultLabels { result })
@@ -191,7 +191,7 @@ impl Metrics {
         self.reconcile_duration.observe(took.as_secs_f64());
     }
 
-    pub fn set_counts(
+    pub(crate) fn set_counts(
         &self,
         credential: &str,
         targeted: u32,
@@ -220,7 +220,7 @@ impl Metrics {
     }
 
     /// Drops the series of a deleted credential.
-    pub fn forget(&self, credential: &str) {
+    pub(crate) fn forget(&self, credential: &str) {
         let labels = CredentialLabels {
             credential: credential.into(),
         };
@@ -253,7 +253,7 @@ impl Metrics {
         }
     }
 
-    pub fn set_ready(&self, credential: &str, ready: bool) {
+    pub(crate) fn set_ready(&self, credential: &str, ready: bool) {
         self.ready
             .get_or_create(&CredentialLabels {
                 credential: credential.into(),
@@ -262,7 +262,7 @@ impl Metrics {
     }
 
     /// `None`: verification is off, no series.
-    pub fn set_verified(&self, credential: &str, valid: Option<bool>) {
+    pub(crate) fn set_verified(&self, credential: &str, valid: Option<bool>) {
         let labels = CredentialLabels {
             credential: credential.into(),
         };
@@ -276,13 +276,13 @@ impl Metrics {
         }
     }
 
-    pub fn write(&self, resource: &'static str, verb: &'static str) {
+    pub(crate) fn write(&self, resource: &'static str, verb: &'static str) {
         self.writes
             .get_or_create(&WriteLabels { resource, verb })
             .inc();
     }
 
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String");

@@ -6,7 +6,7 @@
 //! ([`metrics`]).
 
 pub mod http;
-pub mod lease;
+pub(crate) mod lease;
 pub mod metrics;
 pub mod operator;
 pub mod probe;

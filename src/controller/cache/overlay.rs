@@ -40,7 +40,7 @@ struct Entry<K> {
     at: Instant,
 }
 
-pub struct Overlay<K> {
+pub(crate) struct Overlay<K> {
     entries: Mutex<HashMap<Key, Entry<K>>>,
     watermark: AtomicU64,
     /// Highest resourceVersion of a re-list in progress.
@@ -57,7 +57,7 @@ impl<K> Default for Overlay<K> {
     }
 }
 
-pub fn resource_version<K: Resource>(obj: &K) -> Option<u64> {
+pub(crate) fn resource_version<K: Resource>(obj: &K) -> Option<u64> {
     obj.meta()
         .resource_version
         .as_deref()
@@ -66,7 +66,7 @@ pub fn resource_version<K: Resource>(obj: &K) -> Option<u64> {
 
 impl<K: Resource + Clone> Overlay<K> {
     /// Feeds the watch's events in; call it on the stream before the reflector.
-    pub fn observe(&self, event: &watcher::Event<K>) {
+    pub(crate) fn observe(&self, event: &watcher::Event<K>) {
         match event {
             watcher::Event::Apply(obj) | watcher::Event::Delete(obj) => {
                 if let Some(v) = resource_version(obj) {
@@ -89,7 +89,7 @@ impl<K: Resource + Clone> Overlay<K> {
     }
 
     /// Records the object a create/update/patch returned.
-    pub fn wrote(&self, obj: K) {
+    pub(crate) fn wrote(&self, obj: K) {
         let Some(version) = resource_version(&obj) else {
             return;
         };
@@ -107,7 +107,7 @@ impl<K: Resource + Clone> Overlay<K> {
 
     /// Records that we deleted the object; `version` is the deletion's revision when the API
     /// returned it, else one past the last version we saw.
-    pub fn deleted(&self, obj: &K, version: Option<u64>) {
+    pub(crate) fn deleted(&self, obj: &K, version: Option<u64>) {
         let Some(version) = version.or_else(|| resource_version(obj).map(|v| v + 1)) else {
             return;
         };
@@ -124,7 +124,12 @@ impl<K: Resource + Clone> Overlay<K> {
 
     /// The freshest view of `namespace/name`: the cached object unless our own write is newer than
     /// anything the watch has delivered.
-    pub fn view(&self, namespace: &str, name: &str, cached: Option<Arc<K>>) -> Option<Arc<K>> {
+    pub(crate) fn view(
+        &self,
+        namespace: &str,
+        name: &str,
+        cached: Option<Arc<K>>,
+    ) -> Option<Arc<K>> {
         let key = (namespace.to_string(), name.to_string());
         let mut entries = self.entries.lock().expect("overlay lock");
         let Some(entry) = entries.get(&key) else {
@@ -141,18 +146,20 @@ impl<K: Resource + Clone> Overlay<K> {
     }
 
     /// Forgets what we know about an object (e.g. after a conflict told us our view is wrong).
-    pub fn forget(&self, namespace: &str, name: &str) {
+    pub(crate) fn forget(&self, namespace: &str, name: &str) {
         self.entries
             .lock()
             .expect("overlay lock")
             .remove(&(namespace.to_string(), name.to_string()));
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.entries.lock().expect("overlay lock").len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
