@@ -11,6 +11,9 @@
 //! * [`kubelet`]: the kubelet's rules (image references, registry keys, globs, matching). Pure.
 //! * [`dockerconfig`]: the docker config a pull secret holds (parse, validate, build). Pure.
 //! * [`api`]: the `RegistryCredential` custom resource.
+//!
+//! Every write to the API server goes through `writes`: the field manager, guarded deletes and
+//! the one retry on conflict.
 
 pub mod api;
 pub mod controller;
@@ -19,3 +22,4 @@ pub mod doctor;
 pub mod kubelet;
 pub mod remote;
 pub mod runtime;
+mod writes;

@@ -6,13 +6,11 @@ use std::{sync::Arc, time::Instant};
 
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use kube::{
-    Api,
-    api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions},
-};
+use kube::{Api, api::Patch};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
+use crate::writes::{Conflict as _, delete_exactly, patch_params, post_params, retry_on_conflict};
 use crate::{
     api::{
         CREDENTIAL_LABEL, ConflictPolicy, CredentialSource, MANAGED_BY_LABEL, MANAGER,
@@ -236,11 +234,7 @@ impl Apply<'_> {
     }
 
     async fn create(&self, ns: &str, recheck_on_conflict: bool) -> Result<SecretDone, StepError> {
-        let pp = PostParams {
-            field_manager: Some(MANAGER.into()),
-            ..Default::default()
-        };
-        match self.api(ns).create(&pp, &self.desired(ns)).await {
+        match self.api(ns).create(&post_params(), &self.desired(ns)).await {
             Ok(created) => {
                 debug!(namespace = ns, secret = self.secret_name, "created Secret");
                 self.ctx.metrics.write("secrets", "create");
@@ -262,45 +256,47 @@ impl Apply<'_> {
             return self.replace(ns, current, adopting).await;
         }
         let api = self.api(ns);
-        let pp = PatchParams {
-            field_manager: Some(MANAGER.into()),
-            ..Default::default()
-        };
         let mut current = std::borrow::Cow::Borrowed(current);
-        for attempt in 0..2 {
-            let patch = plan::update_patch(&current, self.owner, self.data);
-            match api.patch(self.secret_name, &pp, &Patch::Merge(patch)).await {
-                Ok(updated) => {
-                    debug!(namespace = ns, secret = self.secret_name, "updated Secret");
-                    self.ctx.metrics.write("secrets", "patch");
-                    self.ctx.secret_writes.wrote(updated);
-                    return Ok(());
-                }
-                Err(e) if status_code(&e) == Some(409) && attempt == 0 => {
-                    self.ctx.secret_writes.forget(ns, self.secret_name);
-                    let fresh = api
-                        .get_opt(self.secret_name)
-                        .await
-                        .map_err(|e| self.step_error(ns, "reading", e))?;
-                    match fresh {
-                        Some(fresh) if plan::ownership(&fresh, self.owner) == Ownership::Ours => {
-                            if plan::in_sync(&fresh, self.owner, self.data) {
-                                self.ctx.secret_writes.wrote(fresh);
-                                return Ok(());
-                            }
-                            current = std::borrow::Cow::Owned(fresh);
+        let written = retry_on_conflict!(2, |conflicted| {
+            if conflicted {
+                self.ctx.secret_writes.forget(ns, self.secret_name);
+                match api.get_opt(self.secret_name).await? {
+                    Some(fresh) if plan::ownership(&fresh, self.owner) == Ownership::Ours => {
+                        if plan::in_sync(&fresh, self.owner, self.data) {
+                            return Ok(Some(fresh));
                         }
-                        // Gone or no longer ours: the next pass decides from the watch.
-                        _ => return Err(self.step_error(ns, "updating", e)),
+                        current = std::borrow::Cow::Owned(fresh);
                     }
-                }
-                Err(e) => {
-                    self.ctx.secret_writes.forget(ns, self.secret_name);
-                    return Err(self.step_error(ns, "updating", e));
+                    _ => return Ok(None),
                 }
             }
+            let patch = plan::update_patch(&current, self.owner, self.data);
+            let updated = api
+                .patch(self.secret_name, &patch_params(), &Patch::Merge(patch))
+                .await?;
+            debug!(namespace = ns, secret = self.secret_name, "updated Secret");
+            self.ctx.metrics.write("secrets", "patch");
+            Ok(Some(updated))
+        });
+        match written {
+            Ok(Some(secret)) => {
+                self.ctx.secret_writes.wrote(secret);
+                Ok(())
+            }
+            // Gone or no longer ours after a conflict: the next pass decides from the watch.
+            Ok(None) => Err(StepError::Failed(NamespaceFailure {
+                namespace: ns.into(),
+                reason: "WriteConflict".into(),
+                message: format!(
+                    "updating Secret {ns}/{}: it changed while being updated and is gone or no longer ours",
+                    self.secret_name
+                ),
+            })),
+            Err(e) => {
+                self.ctx.secret_writes.forget(ns, self.secret_name);
+                Err(self.step_error(ns, "updating", e))
+            }
         }
-        unreachable!("the second attempt returns")
     }
 
     /// The type of a Secret is immutable: replace it, guarded by its uid and resourceVersion. A
@@ -316,13 +312,10 @@ impl Apply<'_> {
                 plan::not_owned(ns, self.secret_name, &self.owner.name, why),
             )));
         }
-        let dp = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: current.metadata.uid.clone(),
-                resource_version: current.metadata.resource_version.clone(),
-            }),
-            ..Default::default()
-        };
+        let dp = delete_exactly(
+            current.metadata.uid.clone(),
+            current.metadata.resource_version.clone(),
+        );
         self.api(ns)
             .delete(self.secret_name, &dp)
             .await
@@ -442,22 +435,33 @@ pub(crate) async fn write_service_account(
         .unwrap_or_default();
     let name = service_account.metadata.name.clone().unwrap_or_default();
     let api: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &ns);
-    let pp = PatchParams {
-        field_manager: Some(MANAGER.into()),
-        ..Default::default()
-    };
     let mut rv = service_account
         .metadata
         .resource_version
         .clone()
         .unwrap_or_default();
     let mut base = service_account;
-    for attempt in 1..=SA_WRITE_ATTEMPTS {
+    retry_on_conflict!(SA_WRITE_ATTEMPTS, |conflicted| {
+        if conflicted {
+            ctx.sa_writes.forget(&ns, &name);
+            let fresh = match api.get_opt(&name).await {
+                Ok(Some(fresh)) => fresh,
+                Ok(None) => return Ok(()), // deleted meanwhile: nothing to edit
+                Err(e) => return Err(Error::api("reading", "ServiceAccount", &ns, &name, e)),
+            };
+            let Some(next) = service_accounts::edit(&fresh, credential, &want) else {
+                ctx.sa_writes.wrote(fresh);
+                return Ok(());
+            };
+            rv = fresh.metadata.resource_version.clone().unwrap_or_default();
+            edit = next;
+            base = Arc::new(fresh);
+        }
         if service_accounts::restores(&base, credential, &want) {
             contested(ctx, &api, credential, &ns, &name).await?;
         }
         match api
-            .patch(&name, &pp, &Patch::Merge(edit.merge_patch(&rv)))
+            .patch(&name, &patch_params(), &Patch::Merge(edit.merge_patch(&rv)))
             .await
         {
             Ok(updated) => {
@@ -473,32 +477,12 @@ pub(crate) async fn write_service_account(
                     ctx.metrics.onboarding.observe(took.as_secs_f64());
                 }
                 ctx.sa_writes.wrote(updated);
-                return Ok(());
+                Ok(())
             }
-            Err(e) if status_code(&e) == Some(409) && attempt < SA_WRITE_ATTEMPTS => {
-                ctx.sa_writes.forget(&ns, &name);
-                let fresh = match api.get_opt(&name).await {
-                    Ok(Some(fresh)) => fresh,
-                    Ok(None) => return Ok(()), // deleted meanwhile: nothing to edit
-                    Err(e) => return Err(Error::api("reading", "ServiceAccount", &ns, &name, e)),
-                };
-                match service_accounts::edit(&fresh, credential, &want) {
-                    None => {
-                        ctx.sa_writes.wrote(fresh);
-                        return Ok(());
-                    }
-                    Some(next) => {
-                        rv = fresh.metadata.resource_version.clone().unwrap_or_default();
-                        edit = next;
-                        base = Arc::new(fresh);
-                    }
-                }
-            }
-            Err(e) if status_code(&e) == Some(404) => return Ok(()),
-            Err(e) => return Err(Error::api("updating", "ServiceAccount", &ns, &name, e)),
+            Err(e) if status_code(&e) == Some(404) => Ok(()),
+            Err(e) => Err(Error::api("updating", "ServiceAccount", &ns, &name, e)),
         }
-    }
-    unreachable!("the last attempt returns")
+    })
 }
 
 /// Counts a restoration of our entry on `ns/name`; refuses it while another writer is found to keep
@@ -625,7 +609,8 @@ impl Apply<'_> {
     ) -> Result<Option<&'static str>, Error> {
         let ns = planned.metadata.namespace.clone().unwrap_or_default();
         let name = planned.metadata.name.clone().unwrap_or_default();
-        for _ in 0..DELETE_ATTEMPTS {
+        // A 409 means the Secret changed between our read and our delete: read and prove again.
+        let deleted = retry_on_conflict!(DELETE_ATTEMPTS, |_conflicted| {
             let Some(fresh) = api
                 .get_opt(&name)
                 .await
@@ -642,34 +627,32 @@ impl Apply<'_> {
             if let Some(why) = plan::undeletable(&fresh, self.owner, self.is_source(&ns, &name)) {
                 return Ok(Some(why));
             }
-            let dp = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: fresh.metadata.uid.clone(),
-                    resource_version: fresh.metadata.resource_version.clone(),
-                }),
-                ..Default::default()
-            };
+            let dp = delete_exactly(
+                fresh.metadata.uid.clone(),
+                fresh.metadata.resource_version.clone(),
+            );
             match api.delete(&name, &dp).await {
                 Ok(response) => {
                     debug!(namespace = %ns, secret = %name, "deleted Secret");
                     self.ctx.metrics.write("secrets", "delete");
                     let version = response.left().as_ref().and_then(overlay::resource_version);
                     self.ctx.secret_writes.deleted(&fresh, version);
-                    return Ok(None);
+                    Ok(None)
                 }
                 Err(e) if status_code(&e) == Some(404) => {
                     self.ctx.secret_writes.forget(&ns, &name);
-                    return Ok(None);
+                    Ok(None)
                 }
-                // Changed between our read and our delete: read and prove again.
-                Err(e) if status_code(&e) == Some(409) => continue,
-                Err(e) => return Err(Error::api("deleting", "Secret", &ns, &name, e)),
+                Err(e) => Err(Error::api("deleting", "Secret", &ns, &name, e)),
             }
+        });
+        match deleted {
+            Err(e) if e.is_conflict() => Err(Error::Finalizer {
+                name: self.owner.name.clone(),
+                message: format!("Secret {ns}/{name} kept changing while being deleted"),
+            }),
+            other => other,
         }
-        Err(Error::Finalizer {
-            name: self.owner.name.clone(),
-            message: format!("Secret {ns}/{name} kept changing while being deleted"),
-        })
     }
 }
 
@@ -678,7 +661,14 @@ async fn release(owner: &Owner, api: &Api<Secret>, secret: Arc<Secret>) -> Resul
     let ns = secret.metadata.namespace.clone().unwrap_or_default();
     let name = secret.metadata.name.clone().unwrap_or_default();
     let mut current = (*secret).clone();
-    for _ in 0..SA_WRITE_ATTEMPTS {
+    let released = retry_on_conflict!(SA_WRITE_ATTEMPTS, |conflicted| {
+        if conflicted {
+            match api.get_opt(&name).await {
+                Ok(Some(fresh)) => current = fresh,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(Error::api("reading", "Secret", &ns, &name, e)),
+            }
+        }
         let refs: Vec<_> = current
             .metadata
             .owner_references
@@ -695,21 +685,19 @@ async fn release(owner: &Owner, api: &Api<Secret>, secret: Arc<Secret>) -> Resul
             }
         });
         match api
-            .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .patch(&name, &patch_params(), &Patch::Merge(patch))
             .await
         {
-            Ok(_) => return Ok(()),
-            Err(e) if status_code(&e) == Some(409) => match api.get_opt(&name).await {
-                Ok(Some(fresh)) => current = fresh,
-                Ok(None) => return Ok(()),
-                Err(e) => return Err(Error::api("reading", "Secret", &ns, &name, e)),
-            },
-            Err(e) if status_code(&e) == Some(404) => return Ok(()),
-            Err(e) => return Err(Error::api("releasing", "Secret", &ns, &name, e)),
+            Ok(_) => Ok(()),
+            Err(e) if status_code(&e) == Some(404) => Ok(()),
+            Err(e) => Err(Error::api("releasing", "Secret", &ns, &name, e)),
         }
+    });
+    match released {
+        Err(e) if e.is_conflict() => Err(Error::Finalizer {
+            name: owner.name.clone(),
+            message: format!("Secret {ns}/{name} kept changing while being released"),
+        }),
+        other => other,
     }
-    Err(Error::Finalizer {
-        name: owner.name.clone(),
-        message: format!("Secret {ns}/{name} kept changing while being released"),
-    })
 }

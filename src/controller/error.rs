@@ -74,6 +74,12 @@ impl Error {
     }
 }
 
+impl crate::writes::Conflict for Error {
+    fn is_conflict(&self) -> bool {
+        matches!(self, Error::Api { source, .. } if source.is_conflict())
+    }
+}
+
 /// Status code of an API error, if the server answered.
 pub(crate) fn status_code(e: &kube::Error) -> Option<u16> {
     match e {

@@ -9,7 +9,7 @@ use std::{
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
     Api, Resource, ResourceExt,
-    api::{Patch, PatchParams},
+    api::Patch,
     runtime::{
         controller::Action,
         events::{Event, EventType},
@@ -451,7 +451,7 @@ pub(super) async fn write_status(
     let api = Api::<RegistryCredential>::all(ctx.client.clone());
     api.patch_status(
         &name,
-        &PatchParams::default(),
+        &crate::writes::patch_params(),
         &Patch::Merge(json!({ "status": status::merge_patch(old, &new) })),
     )
     .await

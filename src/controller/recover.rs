@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
-use kube::{Api, ResourceExt, api::EvictParams, runtime::events::EventType};
+use kube::{Api, ResourceExt, runtime::events::EventType};
 use tracing::info;
 
 use super::{pass::publish_about, recovery, service_accounts};
@@ -97,7 +97,7 @@ pub(super) async fn recover(
                 continue;
             }
             let api = Api::<Pod>::namespaced(ctx.client.clone(), &pod.namespace);
-            match api.evict(&pod.name, &EvictParams::default()).await {
+            match api.evict(&pod.name, &crate::writes::evict_params()).await {
                 Ok(_) => {
                     info!(credential = %name, namespace = %pod.namespace, pod = %pod.name, "evicted a pod to recover its pull");
                     ctx.metrics

@@ -18,7 +18,7 @@ use k8s_openapi::{
     },
     jiff::Timestamp,
 };
-use kube::{Api, ResourceExt, api::PostParams};
+use kube::{Api, ResourceExt};
 use tracing::{debug, info};
 
 use crate::{
@@ -412,7 +412,7 @@ impl Tokens {
             ..Default::default()
         };
         let answer = api
-            .create_token_request(sa, &PostParams::default(), &request)
+            .create_token_request(sa, &crate::writes::post_params(), &request)
             .await
             .map_err(|e| {
                 format!(

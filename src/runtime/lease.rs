@@ -13,10 +13,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::MicroTime,
     jiff::Timestamp,
 };
-use kube::{
-    Api, Client,
-    api::{ObjectMeta, PostParams},
-};
+use kube::{Api, Client, api::ObjectMeta};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -132,7 +129,7 @@ impl Elector {
                 },
                 spec: Some(self.spec(0, None)),
             };
-            return match self.api.create(&PostParams::default(), &lease).await {
+            return match self.api.create(&crate::writes::post_params(), &lease).await {
                 Ok(created) => {
                     self.observed = Some((record_key(&created), Instant::now()));
                     Ok(true)
@@ -168,7 +165,7 @@ impl Elector {
         // `replace` sends the resourceVersion we read: a concurrent candidate's write makes ours fail.
         match self
             .api
-            .replace(&self.config.name, &PostParams::default(), &updated)
+            .replace(&self.config.name, &crate::writes::post_params(), &updated)
             .await
         {
             Ok(written) => {
@@ -252,7 +249,7 @@ impl Elector {
         spec.lease_duration_seconds = Some(1);
         match self
             .api
-            .replace(&self.config.name, &PostParams::default(), &lease)
+            .replace(&self.config.name, &crate::writes::post_params(), &lease)
             .await
         {
             Ok(_) => info!(lease = %self.config.name, "released the lease"),
