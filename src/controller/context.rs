@@ -108,8 +108,8 @@ pub(crate) struct Context {
     pub(crate) appeared: Arc<Appearances>,
     /// ServiceAccounts on which another writer keeps removing our entries.
     pub(crate) contests: crate::controller::contests::Contests,
-    /// Last credential verification per credential: when, and of which source version.
-    pub(crate) verifications: Mutex<HashMap<String, (Instant, String)>>,
+    /// Registry checks of `spec.verify`, run in a task of their own.
+    pub(crate) verifier: crate::controller::verify::Verifier,
     /// The pod watch of `podRecovery`, running only while a credential has it on.
     pub(crate) pods: crate::controller::recovery::PodWatch,
     pub(crate) evictions: crate::controller::recovery::EvictionBudget,

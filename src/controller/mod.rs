@@ -22,7 +22,7 @@ pub(crate) mod status;
 pub(crate) mod targets;
 mod teardown;
 pub(crate) mod tokens;
-mod verify;
+pub(crate) mod verify;
 
 use std::{
     collections::BTreeMap,
@@ -61,6 +61,7 @@ use crate::{
 
 use pass::sync;
 use teardown::teardown;
+use verify::Verifier;
 
 /// Periodic resync of a converged credential: repairs anything a missed event could hide.
 const RESYNC: Duration = Duration::from_secs(600);
@@ -140,6 +141,11 @@ pub(crate) async fn run(
     let (pods, pod_events) = PodWatch::new(client.clone(), metrics.pod_watch.clone());
 
     let (ready_tx, ready) = tokio::sync::watch::channel(false);
+    // Registry checks end in their own time: each ending reconciles its credential again.
+    let (checked_tx, mut checked) = tokio::sync::mpsc::unbounded_channel();
+    let (verifier, checks) = Verifier::start(settings.forbid_cross_host_realms, checked_tx);
+    tokio::spawn(checks);
+    let checked = futures::stream::poll_fn(move |cx| checked.poll_recv(cx));
     let caches = Caches {
         credentials: credential_store.clone(),
         namespaces,
@@ -164,7 +170,7 @@ pub(crate) async fn run(
         secret_writes,
         sa_writes,
         appeared,
-        verifications: Mutex::default(),
+        verifier,
         tokens: crate::controller::tokens::Tokens::default(),
         contests: Default::default(),
         reported: Mutex::default(),
@@ -249,6 +255,7 @@ pub(crate) async fn run(
     };
 
     controller
+        .reconcile_on(checked)
         .watches_stream(pod_events, by_pod)
         .watches_stream(ns_events, by_namespace)
         .watches_stream(sa_events, by_service_account)

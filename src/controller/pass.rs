@@ -19,8 +19,7 @@ use serde_json::json;
 use tracing::{debug, warn};
 
 use super::{
-    CONFIG_RETRY, RESYNC, apply, backoff, contests, plan, recover::recover, resolve, status,
-    tokens, verify::verification,
+    CONFIG_RETRY, RESYNC, apply, backoff, contests, plan, recover::recover, resolve, status, tokens,
 };
 
 use crate::{
@@ -312,7 +311,7 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
             .chain(&outcome.unowned)
             .cloned()
             .collect(),
-        credentials: verification(ctx, rc, &resolved).await,
+        credentials: ctx.verifier.condition(rc, &resolved),
         pods_awaiting_recovery: recovered.awaiting,
         key_warnings: Some(key_warnings(&resolved.registries)),
         // Only once the token is in every copy; cleared when the source is no longer ECR.

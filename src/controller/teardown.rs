@@ -105,6 +105,7 @@ pub(super) async fn teardown(rc: &RegistryCredential, ctx: &Context) -> Result<A
     }
     ctx.metrics.forget(&owner.name);
     ctx.tokens.forget(&owner.name);
+    ctx.verifier.forget(&owner.name);
     ctx.contests.forget(&owner.name);
     ctx.forget_status(rc);
     ctx.forget_findings(&owner.name);

@@ -155,13 +155,25 @@ pub struct Checker {
     forbid_cross_host_realms: bool,
 }
 
-impl Checker {
-    pub fn new(extra_ca_pem: Option<&[u8]>, timeout: Duration) -> Result<Self, CheckerError> {
-        use rustls::pki_types::{CertificateDer, pem::PemObject};
+/// The system's trusted roots, read from disk once per process (a blocking read of some hundred
+/// files: the first caller pays it, every later checker copies the store).
+fn native_roots() -> &'static rustls::RootCertStore {
+    static ROOTS: std::sync::OnceLock<rustls::RootCertStore> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| {
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_native_certs::load_native_certs().certs {
             let _ = roots.add(cert); // skip system certificates rustls cannot use
         }
+        roots
+    })
+}
+
+impl Checker {
+    /// Blocking on the first call (it reads the system's roots): build checkers off the async
+    /// workers.
+    pub fn new(extra_ca_pem: Option<&[u8]>, timeout: Duration) -> Result<Self, CheckerError> {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let mut roots = native_roots().clone();
         if let Some(pem) = extra_ca_pem {
             let mut added = 0;
             for cert in CertificateDer::pem_slice_iter(pem) {
