@@ -19,7 +19,10 @@ use kube::{
 use crate::{
     api::NamespaceFailure,
     api::{RegistryCredential, RegistryCredentialStatus},
-    controller::cache::overlay::Overlay,
+    controller::cache::{
+        index::{Index, Key},
+        overlay::Overlay,
+    },
     controller::plan::{self, View},
     controller::service_accounts,
     runtime::metrics::Metrics,
@@ -57,6 +60,12 @@ pub(crate) struct Caches {
     pub(crate) secrets: Store<Secret>,
     /// All Secrets of each allowed source namespace.
     pub(crate) sources: BTreeMap<String, Store<Secret>>,
+    /// ServiceAccounts by namespace.
+    pub(crate) sas_by_namespace: Arc<Index<ServiceAccount>>,
+    /// ServiceAccounts by the credentials whose entries their annotation records.
+    pub(crate) sas_by_credential: Arc<Index<ServiceAccount>>,
+    /// Our Secrets by the credential of their label.
+    pub(crate) secrets_by_credential: Arc<Index<Secret>>,
     /// Becomes true once every store above holds its initial list.
     pub(crate) ready: tokio::sync::watch::Receiver<bool>,
 }
@@ -159,15 +168,11 @@ impl Appearances {
 }
 
 impl Context {
-    /// A snapshot view for one reconcile pass of `current`, indexed once so that the pass is
-    /// linear in the size of the caches. `current`'s own sources count as sources even when the
-    /// credential cache no longer holds it (a pass for a credential being deleted).
+    /// The view of one reconcile pass of `current`: lookups go through the caches' indexes, so a
+    /// pass costs what its credential touches, not the size of the cluster. `current`'s own
+    /// sources count as sources even when the credential cache no longer holds it (a pass for a
+    /// credential being deleted).
     pub(crate) fn view(&self, current: &RegistryCredential) -> CacheView<'_> {
-        let mut sas_by_ns: HashMap<String, Vec<Arc<ServiceAccount>>> = HashMap::new();
-        for sa in self.caches.service_accounts.state() {
-            let ns = sa.metadata.namespace.clone().unwrap_or_default();
-            sas_by_ns.entry(ns).or_default().push(sa);
-        }
         let mut sources = HashMap::new();
         let cached = self.caches.credentials.state();
         for rc in cached.iter().map(AsRef::as_ref).chain([current]) {
@@ -175,11 +180,7 @@ impl Context {
                 sources.insert((ns.to_string(), name.to_string()), rc.name_any());
             }
         }
-        CacheView {
-            ctx: self,
-            sas_by_ns,
-            sources,
-        }
+        CacheView { ctx: self, sources }
     }
 
     /// A credential (from the cache) that reads Secret `namespace/name` as its source or password.
@@ -272,64 +273,74 @@ impl Context {
 
 pub(crate) struct CacheView<'a> {
     ctx: &'a Context,
-    sas_by_ns: HashMap<String, Vec<Arc<ServiceAccount>>>,
     /// Secrets read as a source, with a credential that reads each.
     sources: HashMap<(String, String), String>,
 }
 
 impl CacheView<'_> {
-    fn sa_view(&self, sa: &Arc<ServiceAccount>) -> Option<Arc<ServiceAccount>> {
-        let (ns, name) = (
-            sa.metadata.namespace.as_deref().unwrap_or_default(),
-            sa.metadata.name.as_deref().unwrap_or_default(),
-        );
-        self.ctx.sa_writes.view(ns, name, Some(sa.clone()))
+    fn sa(&self, (ns, name): &Key) -> Option<Arc<ServiceAccount>> {
+        let cached = self
+            .ctx
+            .caches
+            .service_accounts
+            .get(&ObjectRef::new(name).within(ns));
+        self.ctx.sa_writes.view(ns, name, cached)
     }
-}
 
-impl View for CacheView<'_> {
-    fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+    fn managed_secret(&self, (ns, name): &Key) -> Option<Arc<Secret>> {
         let cached = self
             .ctx
             .caches
             .secrets
-            .get(&ObjectRef::new(name).within(namespace));
-        self.ctx.secret_writes.view(namespace, name, cached)
+            .get(&ObjectRef::new(name).within(ns));
+        self.ctx.secret_writes.view(ns, name, cached)
+    }
+}
+
+/// The keys of a group of an index, with those of our own writes the watch has not delivered yet.
+fn with_written(mut keys: Vec<Key>, written: Vec<Key>) -> Vec<Key> {
+    keys.extend(written);
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+impl View for CacheView<'_> {
+    fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+        self.managed_secret(&(namespace.to_string(), name.to_string()))
     }
 
     fn service_accounts(&self, namespace: &str) -> Vec<Arc<ServiceAccount>> {
-        self.sas_by_ns
-            .get(namespace)
-            .into_iter()
-            .flatten()
-            .filter_map(|sa| self.sa_view(sa))
+        // Cached accounts only: one the watch has not delivered yet is planned when it does.
+        self.ctx
+            .caches
+            .sas_by_namespace
+            .members(namespace)
+            .iter()
+            .filter_map(|key| self.sa(key))
             .collect()
     }
 
     fn secrets_of(&self, credential: &str) -> Vec<Arc<Secret>> {
-        self.ctx
-            .caches
-            .secrets
-            .state()
-            .into_iter()
-            .filter(|s| plan::labelled_for(s, credential))
-            .filter_map(|s| {
-                let (ns, name) = (
-                    s.metadata.namespace.clone().unwrap_or_default(),
-                    s.metadata.name.clone().unwrap_or_default(),
-                );
-                self.ctx.secret_writes.view(&ns, &name, Some(s))
-            })
-            .collect()
+        with_written(
+            self.ctx.caches.secrets_by_credential.members(credential),
+            self.ctx.secret_writes.written(),
+        )
+        .iter()
+        .filter_map(|key| self.managed_secret(key))
+        .filter(|s| plan::labelled_for(s, credential))
+        .collect()
     }
 
     fn service_accounts_of(&self, credential: &str) -> Vec<Arc<ServiceAccount>> {
-        self.sas_by_ns
-            .values()
-            .flatten()
-            .filter_map(|sa| self.sa_view(sa))
-            .filter(|sa| !service_accounts::owned_by(sa, credential).is_empty())
-            .collect()
+        with_written(
+            self.ctx.caches.sas_by_credential.members(credential),
+            self.ctx.sa_writes.written(),
+        )
+        .iter()
+        .filter_map(|key| self.sa(key))
+        .filter(|sa| !service_accounts::owned_by(sa, credential).is_empty())
+        .collect()
     }
 
     fn source_of(&self, namespace: &str, name: &str) -> Option<String> {

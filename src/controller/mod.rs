@@ -50,7 +50,7 @@ use crate::{
     api::{
         CREDENTIAL_LABEL, FINALIZER, MANAGED_BY_LABEL, MANAGER, PodRecovery, RegistryCredential,
     },
-    controller::cache::overlay::Overlay,
+    controller::cache::{index::Index, overlay::Overlay},
     controller::context::{Appearances, Caches, Context, Settings},
     controller::error::Error,
     controller::recovery::{EvictionBudget, PodWatch, Reported},
@@ -93,6 +93,7 @@ pub(crate) async fn run(
         watcher::Config::default(),
         ns_writer,
         None,
+        Vec::new(),
     );
 
     // Our writes, laid over the caches until each watch has delivered them.
@@ -101,12 +102,17 @@ pub(crate) async fn run(
 
     // ServiceAccounts: full objects (imagePullSecrets is not metadata); they are small.
     let (service_accounts, sa_writer) = reflector::store();
+    let sas_by_namespace = Arc::new(Index::new(|sa: &ServiceAccount| {
+        vec![sa.metadata.namespace.clone().unwrap_or_default()]
+    }));
+    let sas_by_credential = Arc::new(Index::new(service_accounts::credentials_recorded));
     let appeared = Arc::new(Appearances::default());
     let sa_events = cached_watch(
         Api::<ServiceAccount>::all(client.clone()),
         watcher::Config::default(),
         sa_writer,
         Some(sa_writes.clone()),
+        vec![sas_by_namespace.clone(), sas_by_credential.clone()],
     )
     .inspect({
         let appeared = appeared.clone();
@@ -119,11 +125,16 @@ pub(crate) async fn run(
 
     // Secrets: only ours, by label. Never every Secret of the cluster.
     let (secrets, secret_writer) = reflector::store();
+    let secrets_by_credential = Arc::new(Index::new(|secret: &Secret| {
+        let label = secret.labels().get(CREDENTIAL_LABEL);
+        label.into_iter().cloned().collect()
+    }));
     let secret_events = cached_watch(
         Api::<Secret>::all(client.clone()),
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}")),
         secret_writer,
         Some(secret_writes.clone()),
+        vec![secrets_by_credential.clone()],
     );
 
     // Source Secrets: every Secret of each allowed source namespace.
@@ -133,7 +144,8 @@ pub(crate) async fn run(
         let (store, writer) = reflector::store();
         sources.insert(ns.clone(), store);
         let api = Api::<Secret>::namespaced(client.clone(), ns);
-        source_streams.push(cached_watch(api, watcher::Config::default(), writer, None).boxed());
+        let events = cached_watch(api, watcher::Config::default(), writer, None, Vec::new());
+        source_streams.push(events.boxed());
     }
     let source_events = futures::stream::select_all(source_streams);
 
@@ -152,6 +164,9 @@ pub(crate) async fn run(
         service_accounts,
         secrets,
         sources,
+        sas_by_namespace,
+        sas_by_credential,
+        secrets_by_credential,
         ready,
     };
     let recorder = Recorder::new(
@@ -334,6 +349,7 @@ fn cached_watch<K>(
     config: watcher::Config,
     writer: reflector::store::Writer<K>,
     overlay: Option<Arc<Overlay<K>>>,
+    indexes: Vec<Arc<Index<K>>>,
 ) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
@@ -346,7 +362,11 @@ where
         // After the store has the event: the overlay must never give up our write for a store
         // that does not hold it yet.
         .inspect(move |event| {
-            if let (Ok(event), Some(overlay)) = (event, &overlay) {
+            let Ok(event) = event else { return };
+            for index in &indexes {
+                index.observe(event);
+            }
+            if let Some(overlay) = &overlay {
                 overlay.observe(event);
             }
         })

@@ -30,6 +30,12 @@ fn owned_pairs(sa: &ServiceAccount) -> BTreeSet<(String, String)> {
         .unwrap_or_default()
 }
 
+/// The credentials whose entries the annotation of this ServiceAccount records.
+pub(crate) fn credentials_recorded(sa: &ServiceAccount) -> Vec<String> {
+    let credentials: BTreeSet<String> = owned_pairs(sa).into_iter().map(|(c, _)| c).collect();
+    credentials.into_iter().collect()
+}
+
 /// Secret names that `credential` added to this ServiceAccount.
 pub(crate) fn owned_by(sa: &ServiceAccount, credential: &str) -> Vec<String> {
     owned_pairs(sa)

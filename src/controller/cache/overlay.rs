@@ -145,6 +145,18 @@ impl<K: Resource + Clone> Overlay<K> {
         }
     }
 
+    /// The objects we wrote that the watch may not have delivered yet: lookups through an index of
+    /// the cache add them, so that our newest write is never missed.
+    pub(crate) fn written(&self) -> Vec<Key> {
+        self.entries
+            .lock()
+            .expect("overlay lock")
+            .iter()
+            .filter(|(_, e)| matches!(e.written, Written::Object(_)))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// Forgets what we know about an object (e.g. after a conflict told us our view is wrong).
     pub(crate) fn forget(&self, namespace: &str, name: &str) {
         self.entries
