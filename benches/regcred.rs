@@ -444,8 +444,7 @@ fn proc_status(pid: &str, field: &str) -> f64 {
         .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
+        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 fn cpu_seconds(pid: &str) -> f64 {
@@ -764,8 +763,7 @@ async fn main() {
 fn print_table(r: &serde_json::Value) {
     let f = |k: &str| {
         r[k].as_f64()
-            .map(|v| format!("{v:.2}"))
-            .unwrap_or_else(|| "-".into())
+            .map_or_else(|| "-".into(), |v| format!("{v:.2}"))
     };
     let rows = [
         (

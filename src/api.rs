@@ -339,6 +339,10 @@ pub struct RegistryCredentialStatus {
     pub pods_awaiting_recovery: u32,
 }
 
+#[allow(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
@@ -369,10 +373,10 @@ impl RegistryCredential {
 pub fn crd_yaml() -> String {
     let mut crd = serde_json::to_value(RegistryCredential::crd()).expect("a CRD always serializes");
     unwrap_descriptions(&mut crd);
-    quote_yaml11_words(&serde_yaml::to_string(&crd).expect("a CRD always serializes"))
+    quote_yaml11_words(&serde_yaml_ng::to_string(&crd).expect("a CRD always serializes"))
 }
 
-/// Strings that YAML 1.1 reads as booleans (`Off`, `yes`, …) quoted. serde_yaml writes YAML 1.2,
+/// Strings that YAML 1.1 reads as booleans (`Off`, `yes`, …) quoted. the YAML writer emits YAML 1.2,
 /// where they are plain strings, but kubectl and Helm read manifests as YAML 1.1: an enum value
 /// `Off` would reach the API server as `false`. (Real booleans are always written `true`/`false`,
 /// and the strings "true"/"false" are already quoted.)

@@ -190,8 +190,7 @@ fn identity(explicit: Option<String>) -> String {
             .unwrap_or_else(|_| "regcred-operator".into());
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+            .map_or(0, |d| d.subsec_nanos());
         format!("{host}_{:x}{:x}", std::process::id(), nanos)
     })
 }

@@ -420,6 +420,10 @@ async fn reconcile(rc: Arc<RegistryCredential>, ctx: Arc<Context>) -> Result<Act
     result
 }
 
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the signature kube-runtime calls"
+)]
 fn error_policy(rc: Arc<RegistryCredential>, error: &Error, ctx: Arc<Context>) -> Action {
     let name = rc.name_any();
     warn!(credential = %name, reason = error.reason(), error = %error, "reconcile failed");

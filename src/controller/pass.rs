@@ -273,9 +273,7 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
             }
             .to_string()
         } else {
-            first
-                .map(|f| f.reason.clone())
-                .unwrap_or_else(|| "Progressing".into())
+            first.map_or_else(|| "Progressing".into(), |f| f.reason.clone())
         };
         let detail = first
             .map(|f| format!(": {}", f.message))

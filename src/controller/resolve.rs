@@ -183,8 +183,7 @@ fn password_from(secret: &Secret, key: &str) -> Result<String, String> {
     // Files written by editors end in a newline that is never part of a password.
     let text = text
         .strip_suffix('\n')
-        .map(|t| t.strip_suffix('\r').unwrap_or(t))
-        .unwrap_or(text);
+        .map_or(text, |t| t.strip_suffix('\r').unwrap_or(t));
     if text.is_empty() {
         return Err(format!("key {key:?} is empty"));
     }
@@ -238,6 +237,7 @@ mod tests {
         format!(r#"{{"auths":{{"r.io":{{"username":"u","password":"{PASSWORD}"}}}}}}"#).into_bytes()
     }
 
+    #[allow(clippy::needless_pass_by_value, reason = "called with fresh Arcs")]
     fn resolve_one(s: Arc<Secret>) -> Result<ResolvedSource, SourceError> {
         let (ns, name) = (
             s.metadata.namespace.clone().unwrap(),

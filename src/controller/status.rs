@@ -96,8 +96,7 @@ fn condition(
     let last_transition_time = old
         .iter()
         .find(|c| c.type_ == type_ && c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| now.clone());
+        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
     Condition {
         type_: type_.into(),
         status,

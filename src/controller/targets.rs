@@ -165,7 +165,9 @@ mod tests {
         names: &[&str],
         excludes: &[&str],
     ) -> RegistryCredentialSpec {
-        let list = |v: &[&str]| (!v.is_empty()).then(|| v.iter().map(|s| s.to_string()).collect());
+        let list = |v: &[&str]| {
+            (!v.is_empty()).then(|| v.iter().map(std::string::ToString::to_string).collect())
+        };
         RegistryCredentialSpec {
             source: CredentialSource::default(),
             secret_name: None,
@@ -210,8 +212,12 @@ mod tests {
             match_expressions: Some(vec![LabelSelectorRequirement {
                 key: key.into(),
                 operator: op.into(),
-                values: (!values.is_empty())
-                    .then(|| values.iter().map(|s| s.to_string()).collect()),
+                values: (!values.is_empty()).then(|| {
+                    values
+                        .iter()
+                        .map(std::string::ToString::to_string)
+                        .collect()
+                }),
             }]),
         }
     }

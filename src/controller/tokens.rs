@@ -295,6 +295,10 @@ impl Tokens {
 
     /// The AWS credentials from the Secret (and its resourceVersion), or `None` for web identity;
     /// problems are source errors, like those of any other source.
+    #[allow(
+        clippy::unused_self,
+        reason = "one of the token cache's steps, beside those that use it"
+    )]
     fn credentials_input(
         &self,
         ctx: &Context,

@@ -173,6 +173,7 @@ async fn run(
 }
 
 /// The checker of a CA bundle, built once, on a blocking thread.
+#[allow(clippy::ref_option, reason = "the key of the checkers map")]
 async fn checker_for(
     checkers: &Mutex<HashMap<Option<String>, Checker>>,
     ca_bundle: &Option<String>,
@@ -296,7 +297,7 @@ mod tests {
     #[test]
     fn a_running_check_is_not_queued_twice() {
         let now = Instant::now();
-        let mut e = entry("v1", now - 2 * MINUTE, true, Some(true));
+        let mut e = entry("v1", now.checked_sub(2 * MINUTE).unwrap(), true, Some(true));
         let (due, shown) = decide(&mut e, &subject("v1"), MINUTE, now);
         assert!(!due);
         assert!(matches!(
@@ -308,7 +309,12 @@ mod tests {
     #[test]
     fn a_result_is_reported_until_the_interval_elapses_then_checked_again() {
         let now = Instant::now();
-        let mut e = entry("v1", now - MINUTE / 2, false, Some(false));
+        let mut e = entry(
+            "v1",
+            now.checked_sub(MINUTE / 2).unwrap(),
+            false,
+            Some(false),
+        );
         let (due, shown) = decide(&mut e, &subject("v1"), MINUTE, now);
         assert!(!due);
         assert!(matches!(

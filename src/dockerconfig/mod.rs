@@ -410,7 +410,7 @@ impl<'a> CredentialFields<'a> {
     fn read(registry: &str, entry: &'a Map<String, Value>) -> Result<Self, ConfigError> {
         for field in STRING_FIELDS {
             match entry.get(field) {
-                None | Some(Value::Null) | Some(Value::String(_)) => {}
+                None | Some(Value::Null | Value::String(_)) => {}
                 Some(_) => {
                     return Err(ConfigError::FieldNotAString {
                         registry: redact_key(registry),

@@ -181,7 +181,11 @@ async fn load_secret(client: &Client, namespace: &str, name: &str) -> Result<Loa
             .list_metadata(&ListParams::default().fields(&format!("metadata.name={name}")))
             .await
         {
-            report.found_in_namespaces = list.items.iter().filter_map(|s| s.namespace()).collect();
+            report.found_in_namespaces = list
+                .items
+                .iter()
+                .filter_map(kube::ResourceExt::namespace)
+                .collect();
         }
         return Ok(Loaded {
             report,
@@ -685,7 +689,7 @@ pub async fn diagnose(
 
     let first = general
         .first()
-        .or_else(|| images.iter().flat_map(|i| i.problems.first()).next())
+        .or_else(|| images.iter().find_map(|i| i.problems.first()))
         .cloned();
     let ok = first.is_none();
     let verdict = match &first {
@@ -734,11 +738,10 @@ fn truncate(s: &str, max: usize) -> String {
 pub fn render_text(r: &Report) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let subject = r
-        .pod
-        .as_ref()
-        .map(|p| format!("pod {}/{p}", r.namespace))
-        .unwrap_or_else(|| format!("namespace {}", r.namespace));
+    let subject = r.pod.as_ref().map_or_else(
+        || format!("namespace {}", r.namespace),
+        |p| format!("pod {}/{p}", r.namespace),
+    );
     let _ = writeln!(out, "{subject} (ServiceAccount {})", r.service_account);
     let list = |v: &[String]| {
         if v.is_empty() {

@@ -36,7 +36,7 @@ pub enum PullFailure {
 
 impl PullFailure {
     /// A one-line hint at the fix.
-    pub(crate) fn fix(&self) -> &'static str {
+    pub(crate) fn fix(self) -> &'static str {
         match self {
             PullFailure::AuthRefused => {
                 "Check that a pull secret key matches the image (see the key evaluation) and that its credentials are current and may pull this repository; registries also answer this way for a repository that does not exist."

@@ -376,9 +376,7 @@ pub(super) fn digest_problem(digest: &str) -> Option<&'static str> {
     };
     let algorithm_ok = !algorithm.is_empty()
         && algorithm.split(['-', '_', '+', '.']).all(|part| {
-            part.as_bytes()
-                .first()
-                .is_some_and(|b| b.is_ascii_alphabetic())
+            part.as_bytes().first().is_some_and(u8::is_ascii_alphabetic)
                 && part.bytes().all(|b| b.is_ascii_alphanumeric())
         });
     if !algorithm_ok || encoded.len() < 32 || !encoded.bytes().all(|b| b.is_ascii_hexdigit()) {

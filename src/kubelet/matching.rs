@@ -418,6 +418,10 @@ pub(super) fn names_docker_hub(kubelet_key: &str) -> bool {
 }
 
 /// 0: same host; 1: other near miss; 2: other miss; 3: unusable key.
+#[allow(
+    clippy::match_same_arms,
+    reason = "the ranks read as a table, one reason a row"
+)]
 pub(super) fn miss_rank(e: &Evaluation) -> u8 {
     match &e.verdict {
         Verdict::Match => 0,

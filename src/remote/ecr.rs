@@ -561,11 +561,10 @@ fn json_error(body: &[u8]) -> (String, String) {
             xml_text(&text, "Message").unwrap_or_else(|| "no message".into()),
         );
     };
-    let code = value
-        .get("__type")
-        .and_then(|t| t.as_str())
-        .map(|t| t.rsplit('#').next().unwrap_or(t).to_string())
-        .unwrap_or_else(|| "UnknownError".into());
+    let code = value.get("__type").and_then(|t| t.as_str()).map_or_else(
+        || "UnknownError".into(),
+        |t| t.rsplit('#').next().unwrap_or(t).to_string(),
+    );
     let message = value
         .get("message")
         .or_else(|| value.get("Message"))
@@ -722,7 +721,7 @@ mod tests {
     #[test]
     fn timestamps_in_both_forms() {
         assert_eq!(
-            parse_time(&serde_json::json!(1.4200704E9)).unwrap(),
+            parse_time(&serde_json::json!(1.420_070_4E9)).unwrap(),
             Timestamp::from_second(1_420_070_400).unwrap()
         );
         assert_eq!(

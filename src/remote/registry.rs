@@ -368,7 +368,7 @@ where
         .into_body()
         .collect()
         .await
-        .map(|b| b.to_bytes())
+        .map(http_body_util::Collected::to_bytes)
         .unwrap_or_default();
     Ok((status, challenge, body))
 }
@@ -421,11 +421,8 @@ pub(crate) fn judge_realm(target: &RealmTarget<'_>) -> Result<(), String> {
 /// An IPv4-mapped IPv6 address as the IPv4 address it reaches.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 @ IpAddr::V4(_) => v4,
     }
 }
 

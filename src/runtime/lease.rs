@@ -196,7 +196,7 @@ impl Elector {
                 return Ok(true);
             }
             tokio::select! {
-                _ = tokio::time::sleep(self.config.retry_period) => {}
+                () = tokio::time::sleep(self.config.retry_period) => {}
                 _ = shutdown.wait_for(|stop| *stop) => return Ok(false),
             }
         }
@@ -208,7 +208,7 @@ impl Elector {
         let mut last_renewed = Instant::now();
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(self.config.retry_period) => {}
+                () = tokio::time::sleep(self.config.retry_period) => {}
                 _ = shutdown.wait_for(|stop| *stop) => return Held::ShutDown,
             }
             // An attempt may hang (etcd stalled behind a reachable API server): it gets only the

@@ -398,7 +398,7 @@ async fn keys_the_kubelet_cannot_match_are_reported() {
     let copy = wait_copy(&client, &ns, &s.name, &pw).await;
     let keys = secret_config(&copy)["auths"]
         .as_object()
-        .map(|a| a.len())
+        .map(serde_json::Map::len)
         .unwrap_or_default();
     assert_eq!(keys, 4, "every key is copied as written");
 

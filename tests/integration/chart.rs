@@ -14,7 +14,7 @@ async fn template(release: &str, ns: &str, values: &[&str]) -> (bool, String, St
     run_program("helm", &args, None).await
 }
 
-fn of_kind<'a>(docs: &'a [serde_yaml::Value], kind: &str) -> Vec<&'a serde_yaml::Value> {
+fn of_kind<'a>(docs: &'a [serde_yaml_ng::Value], kind: &str) -> Vec<&'a serde_yaml_ng::Value> {
     docs.iter().filter(|d| d["kind"] == kind).collect()
 }
 
@@ -101,7 +101,7 @@ async fn the_network_policy_is_off_by_default_and_admits_only_metrics_and_health
         ports,
         json!([{"name": "metrics", "containerPort": 8080}, {"name": "health", "containerPort": 8081}])
     );
-    let manifest = serde_yaml::to_string(policy).unwrap();
+    let manifest = serde_yaml_ng::to_string(policy).unwrap();
     run_ok(
         "kubectl",
         &["apply", "--dry-run=server", "-f", "-"],
@@ -112,7 +112,7 @@ async fn the_network_policy_is_off_by_default_and_admits_only_metrics_and_health
 
 /// Pods as the Deployment (no kubelet or ReplicaSet controller here, so made directly from its
 /// template) and the `helm test` hook would run them.
-fn pods_of(docs: &[serde_yaml::Value], ns: &str) -> Vec<serde_json::Value> {
+fn pods_of(docs: &[serde_yaml_ng::Value], ns: &str) -> Vec<serde_json::Value> {
     let mut pods = Vec::new();
     for d in docs {
         let kind = d["kind"].as_str().unwrap_or_default();
@@ -288,7 +288,7 @@ async fn the_krew_manifest_names_the_plugin_archive_and_its_digest() {
     .await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/hack/krew-manifest.sh");
     let manifest = run_ok(script, &["v0.1.0", archive.to_str().unwrap()], None).await;
-    let plugin: serde_yaml::Value = serde_yaml::from_str(&manifest).expect("YAML");
+    let plugin: serde_yaml_ng::Value = serde_yaml_ng::from_str(&manifest).expect("YAML");
     assert_eq!(
         plugin["apiVersion"],
         "krew.googlecontainertools.github.com/v1alpha2"

@@ -48,9 +48,8 @@ impl Moto {
             python.display()
         );
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aws/moto_ecr.py");
-        let log_dir = std::env::var_os("REGCRED_TEST_LOG_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir);
+        let log_dir =
+            std::env::var_os("REGCRED_TEST_LOG_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
         let log = std::fs::File::create(log_dir.join(format!("{}.log", unique("moto")))).unwrap();
         let mut child = tokio::process::Command::new(&python)
             .args([script, "--token-lifetime", lifetime, "--audience", audience])
@@ -213,10 +212,10 @@ async fn ecr_tokens_reach_every_namespace_and_are_refreshed_in_place() {
     for (ns, uid, token) in &first {
         let copy = wait_for("a refreshed token in the copy", TIMEOUT, || async {
             let copy = get_secret(&client, ns, &s.name).await.expect("the copy");
-            if token_in(&copy, ACCOUNT) != *token {
-                Ok(copy)
-            } else {
+            if token_in(&copy, ACCOUNT) == *token {
                 Err("same token")
+            } else {
+                Ok(copy)
             }
         })
         .await;

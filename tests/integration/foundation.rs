@@ -66,7 +66,7 @@ async fn service_account_token_client_is_bound_by_rbac() {
             ..Default::default()
         },
         rules: Some(vec![PolicyRule {
-            api_groups: Some(vec!["".into()]),
+            api_groups: Some(vec![String::new()]),
             resources: Some(vec!["secrets".into()]),
             verbs: vec!["list".into()],
             ..Default::default()

@@ -284,7 +284,7 @@ async fn the_argo_cd_component_installs_the_health_check_into_argocd_cm() {
     )
     .unwrap();
     let rendered = run_ok("kubectl", &["kustomize", root.to_str().unwrap()], None).await;
-    let cm: serde_yaml::Value = serde_yaml::from_str(&rendered).unwrap();
+    let cm: serde_yaml_ng::Value = serde_yaml_ng::from_str(&rendered).unwrap();
     let data = &cm["data"];
     assert_eq!(cm["metadata"]["name"], "argocd-cm", "no name suffix");
     assert_eq!(
@@ -298,7 +298,7 @@ async fn the_argo_cd_component_installs_the_health_check_into_argocd_cm() {
             .unwrap(),
         script
     );
-    let ignore: serde_yaml::Value = serde_yaml::from_str(
+    let ignore: serde_yaml_ng::Value = serde_yaml_ng::from_str(
         data["resource.customizations.ignoreDifferences.ServiceAccount"]
             .as_str()
             .unwrap(),
@@ -306,7 +306,7 @@ async fn the_argo_cd_component_installs_the_health_check_into_argocd_cm() {
     .unwrap();
     assert_eq!(
         ignore["managedFieldsManagers"],
-        serde_yaml::from_str::<serde_yaml::Value>("[regcred-operator]").unwrap()
+        serde_yaml_ng::from_str::<serde_yaml_ng::Value>("[regcred-operator]").unwrap()
     );
     // And it is a ConfigMap the API server takes.
     run_ok(

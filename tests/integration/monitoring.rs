@@ -67,8 +67,9 @@ fn exprs_of_dashboard(value: &serde_json::Value, out: &mut Vec<String>) {
         serde_json::Value::Object(map) => {
             for (k, v) in map {
                 match (k.as_str(), v) {
-                    ("expr" | "definition", serde_json::Value::String(s)) => out.push(s.clone()),
-                    ("query", serde_json::Value::String(s)) => out.push(s.clone()),
+                    ("expr" | "definition" | "query", serde_json::Value::String(s)) => {
+                        out.push(s.clone());
+                    }
                     _ => exprs_of_dashboard(v, out),
                 }
             }
@@ -127,8 +128,8 @@ async fn the_dashboard_and_the_alerts_use_only_exported_metrics() {
     exprs_of_dashboard(&dashboard["templating"], &mut exprs);
     assert!(exprs.len() >= 10, "{exprs:?}");
 
-    let rule: serde_yaml::Value =
-        serde_yaml::from_str(&read("deploy/monitoring/prometheusrule.yaml")).expect("YAML");
+    let rule: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&read("deploy/monitoring/prometheusrule.yaml")).expect("YAML");
     assert_eq!(rule["kind"], "PrometheusRule");
     let rules = rule["spec"]["groups"][0]["rules"].as_sequence().unwrap();
     let alert = |name: &str| {

@@ -501,7 +501,7 @@ async fn wait_image_on_node(client: &Client, node: &LocalNode, image: &str) {
             }
         },
     )
-    .await
+    .await;
 }
 
 #[tokio::test]
@@ -785,5 +785,5 @@ async fn wait_copy_exists(client: &Client, ns: &str, name: &str) {
             .map(|_| ())
             .ok_or("absent")
     })
-    .await
+    .await;
 }

@@ -20,10 +20,10 @@ use crate::support::*;
 fn deploy_cluster_role() -> ClusterRole {
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/rbac.yaml")).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| serde_yaml::Value::deserialize(doc).unwrap())
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|doc| serde_yaml_ng::Value::deserialize(doc).unwrap())
         .filter(|v| v["kind"] == "ClusterRole")
-        .map(|v| serde_yaml::from_value(v).unwrap())
+        .map(|v| serde_yaml_ng::from_value(v).unwrap())
         .next()
         .expect("a ClusterRole in deploy/rbac.yaml")
 }
@@ -93,8 +93,7 @@ async fn operator_with_rules(
         .await
         .unwrap();
     let dir = std::env::var_os("REGCRED_TEST_LOG_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
+        .map_or_else(std::env::temp_dir, std::path::PathBuf::from);
     let kubeconfig = dir.join(format!("{name}.kubeconfig"));
     kubeconfig_for_service_account(client, SOURCE_NS, &name, &kubeconfig).await;
     Operator::start(&kubeconfig, instance, &name, &["--leader-election=false"]).await
@@ -144,7 +143,7 @@ async fn without_service_account_patch_the_entry_fails_with_a_clear_error() {
     let client = admin().await;
     let instance = unique("nopatch");
     let _op = operator_with_rules(&client, &instance, |r| {
-        drop_verb(r, "serviceaccounts", "patch")
+        drop_verb(r, "serviceaccounts", "patch");
     })
     .await;
     let (name, ns) = credential_for(&client, &instance, "nopatch").await;
@@ -169,7 +168,7 @@ async fn without_the_secrets_rule_the_operator_refuses_to_start() {
     let client = admin().await;
     let instance = unique("nosecrets");
     let mut op = operator_with_rules(&client, &instance, |r| {
-        r.retain(|r| r.resources.as_deref() != Some(&["secrets".to_string()][..]))
+        r.retain(|r| r.resources.as_deref() != Some(&["secrets".to_string()][..]));
     })
     .await;
     let (ok, log) = op.wait_exit(Duration::from_secs(30)).await;

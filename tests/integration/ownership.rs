@@ -192,7 +192,7 @@ async fn deletion_during_service_account_events_removes_only_our_copies() {
                 .items
                 .iter()
                 .filter(|sa| pull_secret_names(sa).contains(&name))
-                .map(|sa| sa.name_any())
+                .map(kube::ResourceExt::name_any)
                 .collect();
             assert!(
                 listing.is_empty(),

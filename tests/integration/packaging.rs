@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use crate::support::*;
 
 /// `kind/namespace/name` → object.
-fn by_identity(docs: Vec<serde_yaml::Value>) -> BTreeMap<String, serde_yaml::Value> {
+fn by_identity(docs: Vec<serde_yaml_ng::Value>) -> BTreeMap<String, serde_yaml_ng::Value> {
     docs.into_iter()
         .map(|d| {
             let ns = d["metadata"]["namespace"]
@@ -84,7 +84,7 @@ async fn helm_and_kustomize_render_the_same_objects() {
     }
     let crd = "CustomResourceDefinition//registrycredentials.regcred.dev";
     assert_eq!(helm[crd]["spec"], kustomize[crd]["spec"]);
-    let pod = |m: &BTreeMap<String, serde_yaml::Value>| {
+    let pod = |m: &BTreeMap<String, serde_yaml_ng::Value>| {
         m["Deployment/regcred-system/regcred-operator"]["spec"]["template"]["spec"].clone()
     };
     let (h, k) = (pod(&helm), pod(&kustomize));
@@ -94,7 +94,7 @@ async fn helm_and_kustomize_render_the_same_objects() {
         k["containers"][0]["securityContext"]
     );
     assert_eq!(h["serviceAccountName"], k["serviceAccountName"]);
-    let replicas = |m: &BTreeMap<String, serde_yaml::Value>| {
+    let replicas = |m: &BTreeMap<String, serde_yaml_ng::Value>| {
         m["Deployment/regcred-system/regcred-operator"]["spec"]["replicas"].clone()
     };
     assert_eq!(replicas(&helm), replicas(&kustomize));
@@ -134,7 +134,7 @@ async fn helm_rendering_installs_and_values_apply() {
         .unwrap();
     assert_eq!(deployment["spec"]["replicas"], 3);
     let args =
-        serde_yaml::to_string(&deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+        serde_yaml_ng::to_string(&deployment["spec"]["template"]["spec"]["containers"][0]["args"])
             .unwrap();
     assert!(
         args.contains("--source-namespaces=regcred-system,team-secrets")

@@ -130,7 +130,7 @@ async fn wait_awaiting(client: &Client, name: &str, want: u32) {
             .map(|s| s.pods_awaiting_recovery);
         if got == Some(want) { Ok(()) } else { Err(got) }
     })
-    .await
+    .await;
 }
 
 async fn pod_exists(client: &Client, ns: &str, name: &str) -> bool {
@@ -441,12 +441,13 @@ async fn pods_are_watched_only_while_a_credential_has_recovery_on() {
                         .as_deref()
                         .and_then(|m| sample(m, "regcred_pod_watch_active"))
                     {
+                        #[allow(clippy::float_cmp, reason = "a gauge of 0 or 1, exact")]
                         Some(v) if v == want => Ok(()),
                         other => Err(other),
                     }
                 },
             )
-            .await
+            .await;
         }
     };
     let key = unique("rec-watch");

@@ -79,9 +79,9 @@ async fn foreign_entries_survive_a_concurrent_writer() {
                     (false, mine[0].clone())
                 };
                 if add {
-                    list.push(LocalObjectReference { name: name.clone() })
+                    list.push(LocalObjectReference { name: name.clone() });
                 } else {
-                    list.retain(|r| r.name != name)
+                    list.retain(|r| r.name != name);
                 }
                 let patch = json!({"metadata": {"resourceVersion": sa.metadata.resource_version}, "imagePullSecrets": list});
                 match api
@@ -90,9 +90,9 @@ async fn foreign_entries_survive_a_concurrent_writer() {
                 {
                     Ok(_) => {
                         if add {
-                            mine.push(name)
+                            mine.push(name);
                         } else {
-                            mine.retain(|n| *n != name)
+                            mine.retain(|n| *n != name);
                         }
                         i += 1;
                     }

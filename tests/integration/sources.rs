@@ -25,7 +25,7 @@ async fn rotation_reaches_every_copy() {
     let rc = wait_for("syncedSourceVersion to move", TIMEOUT, || async {
         let rc = wait_synced(&client, &s.name).await;
         let v = rc.status.as_ref().unwrap().synced_source_version.clone();
-        if v != before { Ok(rc) } else { Err(v) }
+        if v == before { Err(v) } else { Ok(rc) }
     })
     .await;
     let source = get_secret(&client, SOURCE_NS, &s.source).await.unwrap();

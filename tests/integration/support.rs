@@ -98,9 +98,10 @@ where
             Ok(v) => return v,
             Err(last) => last,
         };
-        if start.elapsed() > timeout {
-            panic!("timed out after {timeout:?} waiting for {what}; last observed: {last:?}");
-        }
+        assert!(
+            start.elapsed() <= timeout,
+            "timed out after {timeout:?} waiting for {what}; last observed: {last:?}"
+        );
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
 }
@@ -403,7 +404,7 @@ pub async fn wait_secret_gone(client: &Client, ns: &str, name: &str) {
             }
         },
     )
-    .await
+    .await;
 }
 
 pub async fn delete_credential(client: &Client, name: &str) {
@@ -630,15 +631,18 @@ pub struct Operator {
 }
 
 impl Operator {
+    #[allow(
+        clippy::unused_async,
+        reason = "callers await it like the other starters"
+    )]
     pub async fn start(
         kubeconfig: &std::path::Path,
         instance: &str,
         identity: &str,
         extra: &[&str],
     ) -> Operator {
-        let log_dir = std::env::var_os("REGCRED_TEST_LOG_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir);
+        let log_dir =
+            std::env::var_os("REGCRED_TEST_LOG_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
         let log = log_dir.join(format!("operator-{identity}.log"));
         let metrics_port = free_port();
         let selector = format!("{INSTANCE_LABEL}={instance}");
@@ -749,7 +753,7 @@ pub async fn kubeconfig_for_service_account(
     path: &std::path::Path,
 ) {
     let kubeconfig = kubeconfig_as(admin, namespace, name).await;
-    std::fs::write(path, serde_yaml::to_string(&kubeconfig).expect("yaml"))
+    std::fs::write(path, serde_yaml_ng::to_string(&kubeconfig).expect("yaml"))
         .expect("writing kubeconfig");
 }
 
@@ -960,7 +964,7 @@ impl PrivateCluster {
                     .arg("restart-apiserver")
                     .arg(&dir),
                 "restarting kube-apiserver",
-            )
+            );
         })
         .await
         .unwrap();
@@ -1074,10 +1078,10 @@ pub async fn run_ok(program: &str, args: &[&str], stdin: Option<&str>) -> String
 }
 
 /// The documents of a multi-document YAML stream, empty ones left out.
-pub fn yaml_documents(yaml: &str) -> Vec<serde_yaml::Value> {
+pub fn yaml_documents(yaml: &str) -> Vec<serde_yaml_ng::Value> {
     use serde::Deserialize;
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+    serde_yaml_ng::Deserializer::from_str(yaml)
+        .map(|d| serde_yaml_ng::Value::deserialize(d).unwrap())
         .filter(|v| !v.is_null())
         .collect()
 }

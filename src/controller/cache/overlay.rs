@@ -203,6 +203,7 @@ mod tests {
         }
     }
 
+    #[allow(clippy::ref_option, reason = "takes what `view` returns")]
     fn marker(s: &Option<Arc<Secret>>) -> Option<String> {
         s.as_ref()
             .map(|s| s.metadata.labels.as_ref().unwrap()["m"].clone())

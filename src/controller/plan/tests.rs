@@ -104,7 +104,7 @@ fn desired<'a>(targets: &'a [String], sas: &'a [String]) -> Desired<'a> {
 }
 
 fn strings(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
+    v.iter().map(std::string::ToString::to_string).collect()
 }
 
 #[test]
