@@ -499,7 +499,7 @@ pub(crate) fn conclude(facts: Facts, draft: Draft) -> Report {
     } = draft;
     let first = general
         .first()
-        .or_else(|| images.iter().filter_map(|i| i.problems.first()).next())
+        .or_else(|| images.iter().find_map(|i| i.problems.first()))
         .cloned();
     let ok = first.is_none();
     let verdict = match &first {
