@@ -3,7 +3,9 @@
 //!
 //! The crate is laid out by concern, each layer calling only the ones below it:
 //!
-//! * [`runtime`]: the process (signals, leader election, HTTP endpoints, metrics, logs).
+//! * [`operator`]: the process: shutdown signals, leader election, then the controller.
+//! * [`runtime`]: what the process serves and uses (the Lease, HTTP endpoints, metrics, start-up
+//!   checks, logs); the controller reports to it.
 //! * [`controller`]: watches → caches and indexes → reconcile (a pure plan) → apply → status.
 //! * [`doctor`]: the `doctor` command, analysis apart from rendering.
 //! * [`remote`]: the only code that talks to something other than the API server (registries'
@@ -20,6 +22,7 @@ pub mod controller;
 pub mod dockerconfig;
 pub mod doctor;
 pub mod kubelet;
+pub mod operator;
 pub mod remote;
 pub mod runtime;
 mod writes;

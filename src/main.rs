@@ -3,10 +3,10 @@ use std::{net::SocketAddr, process::ExitCode, sync::Arc};
 use clap::{Parser, Subcommand};
 use regcred_operator::{
     api,
-    controller::context::Settings,
+    controller::settings::Settings,
+    operator::{self, Election},
     runtime::http::{self, Health},
     runtime::metrics::Metrics,
-    runtime::operator::{self, Election},
     runtime::probe,
     runtime::telemetry::{self, LogFormat},
 };

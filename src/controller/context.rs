@@ -1,102 +1,26 @@
 //! Shared state of the controller: the client, the watch caches, our recent writes, settings.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::{
     Client, ResourceExt,
-    core::PartialObjectMeta,
-    runtime::{
-        events::Recorder,
-        reflector::{ObjectRef, Store},
-    },
+    runtime::{events::Recorder, reflector::ObjectRef},
 };
 
 use crate::{
     api::NamespaceFailure,
     api::{RegistryCredential, RegistryCredentialStatus},
-    controller::cache::{
-        index::{Index, Key},
-        overlay::Overlay,
-    },
+    controller::cache::{Caches, index::Key, overlay::Overlay},
     controller::plan::{self, View},
     controller::service_accounts,
+    controller::settings::Settings,
     runtime::metrics::Metrics,
 };
-
-/// Operator settings from the command line.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// The operator's own namespace.
-    pub namespace: String,
-    /// Namespaces that sources may be read from.
-    pub source_namespaces: Vec<String>,
-    /// Concurrent namespace writes within one reconcile.
-    pub write_concurrency: usize,
-    /// Label selector: only RegistryCredentials matching it are reconciled by this instance.
-    pub credential_selector: Option<String>,
-    /// Evictions per minute per credential with `podRecovery: Evict`.
-    pub max_evictions_per_minute: u32,
-    /// `spec.verify`: refuse Bearer token realms on another host than the registry.
-    pub forbid_cross_host_realms: bool,
-    /// The operator's own ServiceAccount (in `namespace`): `source.ecr.credentials.webIdentity`
-    /// exchanges tokens of it.
-    pub service_account: String,
-    /// `source.ecr`: never mint again sooner than this after a success.
-    pub min_token_refresh: Duration,
-}
-
-/// The reflector stores the controller reads instead of the API.
-#[derive(Clone)]
-pub(crate) struct Caches {
-    pub(crate) credentials: Store<RegistryCredential>,
-    pub(crate) namespaces: Store<PartialObjectMeta<Namespace>>,
-    pub(crate) service_accounts: Store<ServiceAccount>,
-    /// Only Secrets labelled `app.kubernetes.io/managed-by: regcred-operator`.
-    pub(crate) secrets: Store<Secret>,
-    /// All Secrets of each allowed source namespace.
-    pub(crate) sources: BTreeMap<String, Store<Secret>>,
-    /// ServiceAccounts by namespace.
-    pub(crate) sas_by_namespace: Arc<Index<ServiceAccount>>,
-    /// ServiceAccounts by the credentials whose entries their annotation records.
-    pub(crate) sas_by_credential: Arc<Index<ServiceAccount>>,
-    /// Our Secrets by the credential of their label.
-    pub(crate) secrets_by_credential: Arc<Index<Secret>>,
-    /// Becomes true once every store above holds its initial list.
-    pub(crate) ready: tokio::sync::watch::Receiver<bool>,
-}
-
-impl Caches {
-    /// Waits until every cache holds a complete initial list. Acting on a partial cache would
-    /// look like "namespace gone" and prune copies that must stay.
-    pub(crate) async fn wait_until_ready(&self) {
-        // A closed channel means the process is shutting down; nothing to wait for then.
-        let _ = self.ready.clone().wait_for(|ready| *ready).await;
-    }
-
-    /// Awaits the stores themselves. Called by exactly one task: a store's readiness future wakes
-    /// only its most recent waiter, so everyone else waits on [`Caches::ready`]. The credentials
-    /// store is left out for the same reason: kube's controller already waits on it and starts no
-    /// reconcile before it is ready.
-    pub(crate) async fn stores_ready(&self) {
-        let _ = self.namespaces.wait_until_ready().await;
-        let _ = self.service_accounts.wait_until_ready().await;
-        let _ = self.secrets.wait_until_ready().await;
-        for store in self.sources.values() {
-            let _ = store.wait_until_ready().await;
-        }
-    }
-
-    pub(crate) fn source_secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
-        self.sources
-            .get(namespace)?
-            .get(&ObjectRef::new(name).within(namespace))
-    }
-}
 
 /// How long a same-name Secret we do not manage is remembered before we read it again.
 pub(crate) const CONFLICT_RECHECK: Duration = Duration::from_secs(60);
@@ -168,6 +92,16 @@ impl Appearances {
 }
 
 impl Context {
+    /// What minting tokens needs of the context.
+    pub(crate) fn token_env(&self) -> crate::controller::tokens::Env<'_> {
+        crate::controller::tokens::Env {
+            client: &self.client,
+            settings: &self.settings,
+            caches: &self.caches,
+            metrics: &self.metrics,
+        }
+    }
+
     /// The view of one reconcile pass of `current`: lookups go through the caches' indexes, so a
     /// pass costs what its credential touches, not the size of the cluster. `current`'s own
     /// sources count as sources even when the credential cache no longer holds it (a pass for a

@@ -10,14 +10,16 @@
 pub(crate) mod apply;
 pub(crate) mod cache;
 pub(crate) mod contests;
-pub mod context;
+pub(crate) mod context;
 pub(crate) mod error;
+mod events;
 mod pass;
 pub(crate) mod plan;
 mod recover;
 pub(crate) mod recovery;
 pub(crate) mod resolve;
 pub(crate) mod service_accounts;
+pub mod settings;
 pub(crate) mod status;
 pub(crate) mod targets;
 mod teardown;
@@ -50,10 +52,12 @@ use crate::{
     api::{
         CREDENTIAL_LABEL, FINALIZER, MANAGED_BY_LABEL, MANAGER, PodRecovery, RegistryCredential,
     },
+    controller::cache::Caches,
     controller::cache::{index::Index, overlay::Overlay},
-    controller::context::{Appearances, Caches, Context, Settings},
+    controller::context::{Appearances, Context},
     controller::error::Error,
     controller::recovery::{EvictionBudget, PodWatch, Reported},
+    controller::settings::Settings,
     controller::targets::{NamespaceFacts, Selection},
     runtime::http::Health,
     runtime::metrics::Metrics,

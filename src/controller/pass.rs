@@ -6,20 +6,20 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
-    Api, Resource, ResourceExt,
+    Api, ResourceExt,
     api::Patch,
-    runtime::{
-        controller::Action,
-        events::{Event, EventType},
-    },
+    runtime::{controller::Action, events::EventType},
 };
 use serde_json::json;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::{
-    CONFIG_RETRY, RESYNC, apply, backoff, contests, plan, recover::recover, resolve, status, tokens,
+    CONFIG_RETRY, RESYNC, apply, backoff, contests,
+    events::{publish, report_unowned, summarize},
+    plan,
+    recover::recover,
+    resolve, status, tokens,
 };
 
 use crate::{
@@ -106,7 +106,7 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
                     problem: "suspended before a token was minted".into(),
                 })
         }
-        Some(spec) => match ctx.tokens.resolve(ctx, rc, spec).await {
+        Some(spec) => match ctx.tokens.resolve(&ctx.token_env(), rc, spec).await {
             Ok(fresh) => {
                 let resolved = fresh.resolved.clone();
                 token = Some(fresh);
@@ -503,73 +503,4 @@ pub(super) async fn write_status(
         publish(ctx, rc, type_, &report.reason, report.message.clone()).await;
     }
     Ok(())
-}
-
-/// One Warning Event per Secret found carrying our labels without being ours, while it lasts.
-pub(super) async fn report_unowned(
-    ctx: &Context,
-    rc: &RegistryCredential,
-    unowned: &[NamespaceFailure],
-) {
-    for finding in ctx.new_findings(&rc.name_any(), unowned) {
-        warn!(credential = %rc.name_any(), namespace = %finding.namespace, "{}", finding.message);
-        publish(
-            ctx,
-            rc,
-            EventType::Warning,
-            apply::NOT_OWNED,
-            finding.message.clone(),
-        )
-        .await;
-    }
-}
-
-pub(super) async fn publish(
-    ctx: &Context,
-    rc: &RegistryCredential,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    publish_about(ctx, &rc.object_ref(&()), "Reconcile", type_, reason, note).await;
-}
-
-/// Events go through the one Recorder of the process, so that repeats aggregate.
-pub(super) async fn publish_about(
-    ctx: &Context,
-    regarding: &ObjectReference,
-    action: &str,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(truncate(note, 1000)),
-        action: action.into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, regarding).await {
-        warn!(regarding = ?regarding.name, error = %e, "could not publish event");
-    }
-}
-
-pub(super) fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
-    s
-}
-
-pub(super) fn summarize(namespaces: &[String]) -> String {
-    let shown: Vec<&str> = namespaces.iter().take(10).map(String::as_str).collect();
-    match namespaces.len() {
-        n if n > shown.len() => format!("{} and {} more", shown.join(", "), n - shown.len()),
-        _ => shown.join(", "),
-    }
 }

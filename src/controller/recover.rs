@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::{Api, ResourceExt, runtime::events::EventType};
 use tracing::info;
 
-use super::{pass::publish_about, recovery, service_accounts};
+use super::{events::publish_about, recovery, service_accounts};
 
 use crate::{
     api::{PodRecovery, RegistryCredential},

@@ -9,7 +9,8 @@ use tracing::info;
 
 use super::{
     apply,
-    pass::{owner_of, report_unowned, update_pod_watch},
+    events::report_unowned,
+    pass::{owner_of, update_pod_watch},
     plan,
 };
 

@@ -23,12 +23,13 @@ use tracing::{debug, info};
 
 use crate::{
     api::{EcrSource, RegistryCredential},
-    controller::context::Context,
+    controller::cache::Caches,
     controller::error::api_message,
     controller::resolve::{ResolvedSource, SourceError},
+    controller::settings::Settings,
     dockerconfig::DockerConfig,
     remote::ecr::{self, Aws, AwsCredentials, Minted},
-    runtime::metrics::{CredentialLabels, MintLabels},
+    runtime::metrics::{CredentialLabels, Metrics, MintLabels},
 };
 
 /// Retries of a failed mint: 5 s, 10 s, 20 s, ... up to 5 minutes.
@@ -38,6 +39,15 @@ const MAX_RETRY: Duration = Duration::from_secs(300);
 const WEB_IDENTITY_TOKEN_SECONDS: i64 = 600;
 /// A failing refresh with less than this left gets a Warning Event.
 pub(crate) const EXPIRY_WARNING: Duration = Duration::from_secs(3600);
+
+/// What minting reads and reports to: the API (TokenRequests of our own ServiceAccount), the
+/// settings, the source caches and the metrics. Not the whole controller context.
+pub(crate) struct Env<'a> {
+    pub(crate) client: &'a kube::Client,
+    pub(crate) settings: &'a Settings,
+    pub(crate) caches: &'a Caches,
+    pub(crate) metrics: &'a Metrics,
+}
 
 /// The minted token of each credential.
 pub(crate) struct Tokens {
@@ -123,7 +133,7 @@ impl Tokens {
     /// credentials, else a new one.
     pub(crate) async fn resolve(
         &self,
-        ctx: &Context,
+        ctx: &Env<'_>,
         rc: &RegistryCredential,
         spec: &EcrSource,
     ) -> Result<Fresh, Failed> {
@@ -301,7 +311,7 @@ impl Tokens {
     )]
     fn credentials_input(
         &self,
-        ctx: &Context,
+        ctx: &Env<'_>,
         spec: &EcrSource,
     ) -> Result<(Option<AwsCredentials>, String), SourceError> {
         let invalid = |problem: String| SourceError::Invalid {
@@ -357,7 +367,7 @@ impl Tokens {
 
     async fn mint(
         &self,
-        ctx: &Context,
+        ctx: &Env<'_>,
         rc: &RegistryCredential,
         spec: &EcrSource,
         credentials: Option<AwsCredentials>,
@@ -402,7 +412,7 @@ impl Tokens {
     /// A short-lived token of the operator's own ServiceAccount for `audience` (TokenRequest).
     async fn service_account_token(
         &self,
-        ctx: &Context,
+        ctx: &Env<'_>,
         audience: Option<&str>,
     ) -> Result<String, String> {
         let (ns, sa) = (&ctx.settings.namespace, &ctx.settings.service_account);

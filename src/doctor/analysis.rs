@@ -3,13 +3,13 @@
 //! why others do not, what the pull failures say, and the verdict. No I/O: every rule here is
 //! unit-tested on hand-made objects.
 
-use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use super::{
     DoctorError, EntryReport, EventReport, ImageReport, Problem, RegistryReport, Report,
     SecretReport, Subject,
-    gather::{Facts, Found},
+    gather::{Facts, Found, names, pull_secrets},
     pull_events::{self, PullFailure},
     render::truncate,
 };
@@ -53,33 +53,6 @@ pub(crate) fn problem(code: &'static str, message: String, fix: impl Into<String
         code,
         message,
         fix: fix.into(),
-    }
-}
-
-fn names(refs: Option<&Vec<k8s_openapi::api::core::v1::LocalObjectReference>>) -> Vec<String> {
-    refs.into_iter().flatten().map(|r| r.name.clone()).collect()
-}
-
-/// Where the kubelet's pull secrets come from, and which they are. Admission copies the
-/// ServiceAccount's list into a pod only when the pod is created, and only if the pod names none
-/// itself: the pod's own list is what the kubelet uses.
-pub(crate) fn pull_secrets(
-    pod: Option<&Pod>,
-    sa: Option<&ServiceAccount>,
-) -> (&'static str, Vec<String>) {
-    match pod {
-        Some(pod) => (
-            "pod",
-            names(
-                pod.spec
-                    .as_ref()
-                    .and_then(|s| s.image_pull_secrets.as_ref()),
-            ),
-        ),
-        None => (
-            "serviceAccount",
-            names(sa.and_then(|sa| sa.image_pull_secrets.as_ref())),
-        ),
     }
 }
 

@@ -5,7 +5,7 @@
 use k8s_openapi::api::core::v1::{Event, Node, Pod, Secret, ServiceAccount};
 use kube::{Api, Client, ResourceExt, api::ListParams};
 
-use super::{DoctorError, Subject, analysis};
+use super::{DoctorError, Subject};
 use crate::{api::CREDENTIAL_LABEL, api::RegistryCredential, dockerconfig};
 
 /// A pull secret as found: the Secret itself, or the namespaces where one of that name exists.
@@ -39,6 +39,35 @@ pub(crate) struct Facts {
     /// The images the pod's node reports it holds.
     pub(crate) node_images: Vec<String>,
     pub(crate) credentials: Vec<CredentialFacts>,
+}
+
+pub(crate) fn names(
+    refs: Option<&Vec<k8s_openapi::api::core::v1::LocalObjectReference>>,
+) -> Vec<String> {
+    refs.into_iter().flatten().map(|r| r.name.clone()).collect()
+}
+
+/// Where the kubelet's pull secrets come from, and which they are. Admission copies the
+/// ServiceAccount's list into a pod only when the pod is created, and only if the pod names none
+/// itself: the pod's own list is what the kubelet uses.
+pub(crate) fn pull_secrets(
+    pod: Option<&Pod>,
+    sa: Option<&ServiceAccount>,
+) -> (&'static str, Vec<String>) {
+    match pod {
+        Some(pod) => (
+            "pod",
+            names(
+                pod.spec
+                    .as_ref()
+                    .and_then(|s| s.image_pull_secrets.as_ref()),
+            ),
+        ),
+        None => (
+            "serviceAccount",
+            names(sa.and_then(|sa| sa.image_pull_secrets.as_ref())),
+        ),
+    }
 }
 
 fn api_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> DoctorError {
@@ -87,7 +116,7 @@ pub(crate) async fn gather(
             name: service_account,
         });
     }
-    let (_, names) = analysis::pull_secrets(pod.as_ref(), sa.as_ref());
+    let (_, names) = pull_secrets(pod.as_ref(), sa.as_ref());
     let mut secrets = Vec::new();
     for name in names {
         let found = find_secret(client, namespace, &name).await?;

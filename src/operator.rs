@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::{
     controller,
-    controller::context::Settings,
+    controller::settings::Settings,
     runtime::http::Health,
     runtime::lease::{Elector, Held, LeaseConfig},
     runtime::metrics::Metrics,
