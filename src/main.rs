@@ -129,16 +129,57 @@ enum DoctorOutput {
     Json,
 }
 
-async fn doctor(args: DoctorArgs) -> Result<bool, String> {
+/// Why `doctor` could not diagnose (exit 2).
+#[derive(Debug, thiserror::Error)]
+enum DoctorCliError {
+    #[error("cannot load a Kubernetes client configuration: {0}")]
+    Config(#[source] kube::config::InferConfigError),
+    #[error("cannot create a Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+    #[error("give a pod or --image")]
+    Usage,
+    #[error("reading --ca-file {path}: {source}")]
+    CaFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Checker(#[from] regcred_operator::remote::registry::CheckerError),
+    #[error(transparent)]
+    Diagnose(#[from] regcred_operator::doctor::DoctorError),
+}
+
+/// Why `run` stopped (exit 1).
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    #[error(
+        "cannot load a Kubernetes client configuration (in-cluster, KUBECONFIG or ~/.kube/config): {0}"
+    )]
+    Config(#[source] kube::Error),
+    #[error(transparent)]
+    Probe(#[from] probe::ProbeError),
+    #[error("cannot listen on {flag} {addr}: {source}")]
+    Listen {
+        flag: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Operator(#[from] operator::OperatorError),
+}
+
+async fn doctor(args: DoctorArgs) -> Result<bool, DoctorCliError> {
     use regcred_operator::{doctor as dr, remote::registry::Checker};
     let config = kube::Config::infer()
         .await
-        .map_err(|e| format!("cannot load a Kubernetes client configuration: {e}"))?;
+        .map_err(DoctorCliError::Config)?;
     let namespace = args
         .namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
-    let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+    let client = kube::Client::try_from(config).map_err(DoctorCliError::Client)?;
     let subject = match (args.pod, args.image) {
         (Some(pod), None) => dr::Subject::Pod(
             pod.strip_prefix("pod/")
@@ -150,27 +191,26 @@ async fn doctor(args: DoctorArgs) -> Result<bool, String> {
             image,
             service_account: args.service_account,
         },
-        _ => return Err("give a pod or --image".into()),
+        _ => return Err(DoctorCliError::Usage),
     };
     let checker = if args.check_registry {
         let ca = match &args.ca_file {
             Some(path) => Some(
-                std::fs::read(path)
-                    .map_err(|e| format!("reading --ca-file {}: {e}", path.display()))?,
+                std::fs::read(path).map_err(|source| DoctorCliError::CaFile {
+                    path: path.clone(),
+                    source,
+                })?,
             ),
             None => None,
         };
         Some(
-            Checker::new(ca.as_deref(), std::time::Duration::from_secs(10))
-                .map_err(|e| e.to_string())?
+            Checker::new(ca.as_deref(), std::time::Duration::from_secs(10))?
                 .forbid_cross_host_realms(args.forbid_cross_host_realms),
         )
     } else {
         None
     };
-    let report = dr::diagnose(&client, &namespace, &subject, checker.as_ref())
-        .await
-        .map_err(|e| e.to_string())?;
+    let report = dr::diagnose(&client, &namespace, &subject, checker.as_ref()).await?;
     match args.output {
         DoctorOutput::Text => print!("{}", dr::render_text(&report)),
         DoctorOutput::Json => println!(
@@ -238,7 +278,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: RunArgs) -> Result<(), String> {
+async fn run(args: RunArgs) -> Result<(), RunError> {
     let source_namespaces = if args.source_namespaces.is_empty() {
         vec![args.namespace.clone()]
     } else {
@@ -246,19 +286,25 @@ async fn run(args: RunArgs) -> Result<(), String> {
     };
     let client = kube::Client::try_default()
         .await
-        .map_err(|e| format!("cannot load a Kubernetes client configuration (in-cluster, KUBECONFIG or ~/.kube/config): {e}"))?;
-    probe::check(&client, &source_namespaces)
-        .await
-        .map_err(|e| e.to_string())?;
+        .map_err(RunError::Config)?;
+    probe::check(&client, &source_namespaces).await?;
 
     let metrics = Arc::new(Metrics::default());
     let health = Health::default();
     let (metrics_addr, metrics_server) = http::metrics_server(args.metrics_addr, metrics.clone())
         .await
-        .map_err(|e| format!("cannot listen on --metrics-addr {}: {e}", args.metrics_addr))?;
+        .map_err(|source| RunError::Listen {
+            flag: "--metrics-addr",
+            addr: args.metrics_addr,
+            source,
+        })?;
     let (health_addr, health_server) = http::health_server(args.health_addr, health.clone())
         .await
-        .map_err(|e| format!("cannot listen on --health-addr {}: {e}", args.health_addr))?;
+        .map_err(|source| RunError::Listen {
+            flag: "--health-addr",
+            addr: args.health_addr,
+            source,
+        })?;
     tokio::spawn(metrics_server);
     tokio::spawn(health_server);
     info!(%metrics_addr, %health_addr, source_namespaces = ?source_namespaces, "starting");
@@ -278,5 +324,5 @@ async fn run(args: RunArgs) -> Result<(), String> {
         identity: identity(args.identity),
         lease_duration: std::time::Duration::from_secs(args.lease_duration.max(2)),
     });
-    operator::run(client, settings, election, metrics, health).await
+    Ok(operator::run(client, settings, election, metrics, health).await?)
 }

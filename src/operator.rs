@@ -18,7 +18,7 @@ use crate::{
     controller,
     controller::settings::Settings,
     runtime::http::Health,
-    runtime::lease::{Elector, Held, LeaseConfig},
+    runtime::lease::{Elector, Held, LeaseConfig, LeaseError},
     runtime::metrics::Metrics,
 };
 
@@ -58,13 +58,22 @@ fn shutdown_signal() -> watch::Receiver<bool> {
     rx
 }
 
+/// Why the operator process stopped before a shutdown was asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error("leader election: {0}")]
+    Election(#[source] LeaseError),
+    #[error("lease task failed: {0}")]
+    LeaseTask(#[source] tokio::task::JoinError),
+}
+
 pub async fn run(
     client: Client,
     settings: Settings,
     election: Option<Election>,
     metrics: Arc<Metrics>,
     health: Health,
-) -> Result<(), String> {
+) -> Result<(), OperatorError> {
     let mut stop = shutdown_signal();
     let Some(election) = election else {
         metrics.leader.set(1);
@@ -88,7 +97,7 @@ pub async fn run(
         if !elector
             .acquire(&mut stop)
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(OperatorError::Election)?
         {
             return Ok(()); // shut down while standing by
         }
@@ -128,9 +137,7 @@ pub async fn run(
         // The holder has returned or is returning: on shutdown it saw the same signal, on loss it
         // caused the stop.
         let held;
-        (elector, held) = holder
-            .await
-            .map_err(|e| format!("lease task failed: {e}"))?;
+        (elector, held) = holder.await.map_err(OperatorError::LeaseTask)?;
         match held {
             Held::ShutDown => {
                 elector.release().await;

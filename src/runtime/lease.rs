@@ -44,7 +44,7 @@ impl LeaseConfig {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum LeaseError {
+pub enum LeaseError {
     #[error(
         "the operator may not {verb} Lease {namespace}/{name}: {message}; grant it the leases Role in deploy/"
     )]

@@ -5,7 +5,7 @@
 //! The controller reports to them (readiness, counters); they call nothing above them.
 
 pub mod http;
-pub(crate) mod lease;
+pub mod lease;
 pub mod metrics;
 pub mod probe;
 pub mod telemetry;
