@@ -31,8 +31,6 @@ use tracing::{debug, warn};
 
 use crate::kubelet::{self, ImageRef};
 
-/// Waiting reasons of a container whose image could not be pulled.
-const PULL_FAILURES: [&str; 2] = ["ErrImagePull", "ImagePullBackOff"];
 /// Controllers that recreate an evicted pod.
 const RECREATING_KINDS: [&str; 4] = ["ReplicaSet", "StatefulSet", "DaemonSet", "Job"];
 
@@ -62,22 +60,9 @@ pub(crate) struct Offer<'a> {
 
 /// Images of the pod's containers (init containers included) waiting on a failed pull.
 pub(crate) fn failing_images(pod: &Pod) -> Vec<&str> {
-    let Some(status) = &pod.status else {
-        return Vec::new();
-    };
-    status
-        .init_container_statuses
-        .iter()
-        .flatten()
-        .chain(status.container_statuses.iter().flatten())
-        .filter(|c| {
-            c.state
-                .as_ref()
-                .and_then(|s| s.waiting.as_ref())
-                .and_then(|w| w.reason.as_deref())
-                .is_some_and(|r| PULL_FAILURES.contains(&r))
-        })
-        .map(|c| c.image.as_str())
+    kubelet::pull_waits(pod)
+        .into_iter()
+        .map(|w| w.image)
         .collect()
 }
 

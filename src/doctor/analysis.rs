@@ -109,23 +109,11 @@ pub(crate) fn judge_secret(name: &str, found: &Found) -> Loaded {
 }
 
 /// Pull failures the kubelet reports in the pod's container statuses, per container: the waiting
-/// reason (`ErrImagePull`, `ImagePullBackOff`) and its message, which carries the runtime's error.
+/// reason and its message, which carries the runtime's error.
 pub(crate) fn status_pull_failures(pod: &Pod) -> Vec<(String, String, String)> {
-    let Some(status) = &pod.status else {
-        return Vec::new();
-    };
-    status
-        .init_container_statuses
-        .iter()
-        .flatten()
-        .chain(status.container_statuses.iter().flatten())
-        .filter_map(|c| {
-            let waiting = c.state.as_ref()?.waiting.as_ref()?;
-            let reason = waiting.reason.clone()?;
-            let message = waiting.message.clone().filter(|m| !m.is_empty())?;
-            matches!(reason.as_str(), "ErrImagePull" | "ImagePullBackOff")
-                .then(|| (c.name.clone(), reason, message))
-        })
+    kubelet::pull_waits(pod)
+        .into_iter()
+        .filter_map(|w| Some((w.container.into(), w.reason.into(), w.message?.into())))
         .collect()
 }
 
