@@ -65,12 +65,19 @@ pub(crate) fn resource_version<K: Resource>(obj: &K) -> Option<u64> {
 }
 
 impl<K: Resource + Clone> Overlay<K> {
-    /// Feeds the watch's events in; call it on the stream before the reflector.
+    /// Feeds the watch's events in; call it on the stream after the reflector, so that the store
+    /// holds every event it is told of.
     pub(crate) fn observe(&self, event: &watcher::Event<K>) {
         match event {
             watcher::Event::Apply(obj) | watcher::Event::Delete(obj) => {
                 if let Some(v) = resource_version(obj) {
                     self.watermark.fetch_max(v, Ordering::Relaxed);
+                    // The store now holds this object at least as new as our write: the entry has
+                    // done its work (a lookup would drop it too), so it does not wait for one.
+                    let mut entries = self.entries.lock().expect("overlay lock");
+                    if entries.get(&key_of(obj)).is_some_and(|e| e.version <= v) {
+                        entries.remove(&key_of(obj));
+                    }
                 }
             }
             // A re-list reaches the store only when it is complete: until then the store holds
@@ -220,6 +227,19 @@ mod tests {
             Some("ours".into())
         );
         assert_eq!(o.len(), 1);
+    }
+
+    #[test]
+    fn the_watch_delivering_our_write_drops_its_entry_but_not_a_newer_one() {
+        let o = Overlay::default();
+        o.wrote(secret("s", "10", "ours"));
+        o.wrote(secret("t", "12", "ours"));
+        o.observe(&watcher::Event::Apply(secret("s", "10", "cache")));
+        o.observe(&watcher::Event::Apply(secret("t", "11", "older")));
+        // `s` is gone from the overlay; `t` still covers the older cache (the watermark is now 11).
+        assert_eq!(o.len(), 1);
+        let stale = Some(Arc::new(secret("t", "11", "older")));
+        assert_eq!(marker(&o.view("ns", "t", stale)), Some("ours".into()));
     }
 
     #[test]
