@@ -2,10 +2,13 @@
 //! cluster-scoped RegistryCredential key, and the reconcile pipeline
 //! resolve → plan → apply (with prune) → status.
 //!
-//! Layers, each calling only those after it: [`reconcile`](self) (this module: watches and the
-//! pass), [`resolve`] and [`targets`] (what is wanted), [`plan`] (the writes, pure), [`apply`]
-//! (carrying them out), [`status`] (reporting), over [`context`] and [`cache`] (the watch caches,
-//! their indexes and our own recent writes).
+//! This module owns the watches and the mapping of events to credentials; one pass is in [`pass`]
+//! (a credential being deleted: [`teardown`]). Its layers call only those after them:
+//! [`resolve`], [`tokens`] and [`targets`] (what is wanted), [`plan`] and [`recovery`] (the
+//! decisions, pure), [`apply`] and [`recover`] (carrying them out), [`status`] and [`events`]
+//! (reporting), [`verify`] (registry checks, in a task of their own), over [`context`] and
+//! [`cache`] (the watch caches, their indexes and our own recent writes). Writes go through
+//! `crate::writes`.
 
 pub(crate) mod apply;
 pub(crate) mod cache;
