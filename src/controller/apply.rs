@@ -20,6 +20,7 @@ use crate::{
     controller::contests::Verdict,
     controller::context::Context,
     controller::error::{Error, namespace_terminating, status_code},
+    controller::ledger::Applied,
     controller::plan::{
         self, CleanupPlan, Owner, Ownership, Plan, SaChange, SecretStep, TargetPlan,
     },
@@ -61,7 +62,7 @@ impl NamespaceFailure {
 }
 
 /// Result of the work in one target namespace.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum TargetOutcome {
     /// Secret in place, every selected ServiceAccount lists it.
     Synced { service_accounts: u32 },
@@ -73,21 +74,6 @@ pub(crate) enum TargetOutcome {
         failure: NamespaceFailure,
         service_accounts: u32,
     },
-}
-
-/// What a pass achieved.
-#[derive(Debug, Default)]
-pub(crate) struct Outcome {
-    pub(crate) synced: u32,
-    pub(crate) terminating: u32,
-    /// Namespaces whose `default` ServiceAccount has not reached the cache yet.
-    pub(crate) awaiting_default_account: u32,
-    pub(crate) patched_service_accounts: u32,
-    pub(crate) failures: Vec<NamespaceFailure>,
-    /// Secrets outside the targets that carry our labels without being ours: reported only.
-    pub(crate) unowned: Vec<NamespaceFailure>,
-    /// Namespaces whose Secret was adopted in this pass.
-    pub(crate) adopted: Vec<String>,
 }
 
 /// Everything apply needs to know about the credential besides the plan.
@@ -102,37 +88,27 @@ pub(crate) struct Apply<'a> {
 }
 
 impl Apply<'_> {
-    pub(crate) async fn run(&self, plan: Plan) -> Outcome {
+    pub(crate) async fn run(&self, plan: Plan) -> Applied {
         let concurrency = self.ctx.settings.write_concurrency.max(1);
-        let mut outcome = Outcome::default();
-
-        let results: Vec<(TargetOutcome, Option<String>)> = stream::iter(plan.targets)
-            .map(|t| self.target(t))
+        let mut applied = Applied::default();
+        let results: Vec<(String, TargetOutcome, Option<String>)> = stream::iter(plan.targets)
+            .map(|t| async {
+                let ns = t.namespace.clone();
+                let (outcome, adopted) = self.target(t).await;
+                (ns, outcome, adopted)
+            })
             .buffer_unordered(concurrency)
             .collect()
             .await;
-        for (result, adopted) in results {
-            match result {
-                TargetOutcome::Synced { service_accounts } => {
-                    outcome.synced += 1;
-                    outcome.patched_service_accounts += service_accounts;
-                }
-                TargetOutcome::Terminating => outcome.terminating += 1,
-                TargetOutcome::AwaitingDefaultAccount => outcome.awaiting_default_account += 1,
-                TargetOutcome::Failed {
-                    failure,
-                    service_accounts,
-                } => {
-                    outcome.patched_service_accounts += service_accounts;
-                    outcome.failures.push(failure);
-                }
-            }
-            outcome.adopted.extend(adopted);
+        for (ns, outcome, adopted) in results {
+            applied.targets.push((ns, outcome));
+            applied.adopted.extend(adopted);
         }
+        applied.adopted.sort_unstable();
         let cleaned = self.cleanups(plan.cleanups).await;
-        outcome.failures.extend(cleaned.failures);
-        outcome.unowned = cleaned.unowned;
-        outcome.unowned.extend(plan.unowned.iter().map(|s| {
+        applied.cleanup_failures = cleaned.failures;
+        applied.unowned = cleaned.unowned;
+        applied.unowned.extend(plan.unowned.iter().map(|s| {
             let (ns, name) = (
                 s.metadata.namespace.as_deref().unwrap_or_default(),
                 s.metadata.name.as_deref().unwrap_or_default(),
@@ -147,7 +123,7 @@ impl Apply<'_> {
                 ),
             )
         }));
-        outcome
+        applied
     }
 
     /// Runs cleanups only (teardown).

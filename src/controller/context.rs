@@ -51,6 +51,9 @@ pub(crate) struct Context {
     pub(crate) tokens: crate::controller::tokens::Tokens,
     /// The last status written per credential uid.
     pub(crate) statuses: Mutex<HashMap<String, RegistryCredentialStatus>>,
+    /// Per credential: what its passes found in each namespace, and which namespaces changed
+    /// since.
+    pub(crate) ledgers: Arc<crate::controller::ledger::Ledgers>,
     /// Findings already reported by an Event, per credential: (namespace, message).
     pub(crate) reported: Mutex<HashMap<String, std::collections::BTreeSet<(String, String)>>>,
 }
@@ -263,6 +266,23 @@ impl View for CacheView<'_> {
         .iter()
         .filter_map(|key| self.managed_secret(key))
         .filter(|s| plan::labelled_for(s, credential))
+        .collect()
+    }
+
+    fn managed_secrets_in(&self, namespace: &str) -> Vec<Arc<Secret>> {
+        let written = self
+            .ctx
+            .secret_writes
+            .written()
+            .into_iter()
+            .filter(|(ns, _)| ns == namespace)
+            .collect();
+        with_written(
+            self.ctx.caches.secrets_by_namespace.members(namespace),
+            written,
+        )
+        .iter()
+        .filter_map(|key| self.managed_secret(key))
         .collect()
     }
 

@@ -16,6 +16,7 @@ pub(crate) mod contests;
 pub(crate) mod context;
 pub(crate) mod error;
 mod events;
+pub(crate) mod ledger;
 mod pass;
 pub(crate) mod plan;
 mod recover;
@@ -27,6 +28,7 @@ pub(crate) mod status;
 pub(crate) mod targets;
 mod teardown;
 pub(crate) mod tokens;
+pub(crate) mod verdict;
 pub(crate) mod verify;
 
 use std::{
@@ -59,6 +61,7 @@ use crate::{
     controller::cache::{index::Index, overlay::Overlay},
     controller::context::{Appearances, Context},
     controller::error::Error,
+    controller::ledger::Ledgers,
     controller::recovery::{EvictionBudget, PodWatch, Reported},
     controller::settings::Settings,
     controller::targets::{NamespaceFacts, Selection},
@@ -136,12 +139,15 @@ pub(crate) async fn run(
         let label = secret.labels().get(CREDENTIAL_LABEL);
         label.into_iter().cloned().collect()
     }));
+    let secrets_by_namespace = Arc::new(Index::new(|secret: &Secret| {
+        vec![secret.metadata.namespace.clone().unwrap_or_default()]
+    }));
     let secret_events = cached_watch(
         Api::<Secret>::all(client.clone()),
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}")),
         secret_writer,
         Some(secret_writes.clone()),
-        vec![secrets_by_credential.clone()],
+        vec![secrets_by_credential.clone(), secrets_by_namespace.clone()],
     );
 
     // Source Secrets: every Secret of each allowed source namespace.
@@ -174,6 +180,7 @@ pub(crate) async fn run(
         sas_by_namespace,
         sas_by_credential,
         secrets_by_credential,
+        secrets_by_namespace,
         ready,
     };
     let recorder = Recorder::new(
@@ -183,6 +190,7 @@ pub(crate) async fn run(
             instance: None,
         },
     );
+    let ledgers = Arc::new(Ledgers::default());
     let ctx = Arc::new(Context {
         client,
         caches: caches.clone(),
@@ -196,6 +204,7 @@ pub(crate) async fn run(
         tokens: crate::controller::tokens::Tokens::default(),
         contests: Default::default(),
         reported: Mutex::default(),
+        ledgers: ledgers.clone(),
         statuses: Mutex::default(),
         pods,
         evictions: EvictionBudget::default(),
@@ -217,62 +226,84 @@ pub(crate) async fn run(
     // Map each event to the credentials it concerns, not to all of them: with many namespaces,
     // waking every credential on every namespace or ServiceAccount event would keep the
     // unaffected ones re-planning back to back.
+    // Each also marks the event's namespace for the credentials it wakes (see `ledger`).
     let by_namespace = {
         let (store, secrets) = (credential_store.clone(), caches.secrets.clone());
+        let ledgers = ledgers.clone();
         move |ns: PartialObjectMeta<Namespace>| {
-            store
-                .state()
-                .iter()
-                .filter(|rc| concerns_namespace(rc, &ns, &secrets))
-                .map(|rc| ObjectRef::from_obj(rc.as_ref()))
-                .collect::<Vec<_>>()
+            let name = ns.name_any();
+            touching(
+                &ledgers,
+                Some(&name),
+                store
+                    .state()
+                    .iter()
+                    .filter(|rc| concerns_namespace(rc, &ns, &secrets)),
+            )
         }
     };
     let by_service_account = {
         let (store, namespaces) = (credential_store.clone(), caches.namespaces.clone());
+        let ledgers = ledgers.clone();
         move |sa: ServiceAccount| {
-            let ns = namespaces.get(&ObjectRef::new(
-                sa.namespace().as_deref().unwrap_or_default(),
-            ));
-            store
-                .state()
-                .iter()
-                .filter(|rc| concerns_service_account(rc, &sa, ns.as_deref()))
-                .map(|rc| ObjectRef::from_obj(rc.as_ref()))
-                .collect::<Vec<_>>()
+            let namespace = sa.namespace().unwrap_or_default();
+            let ns = namespaces.get(&ObjectRef::new(&namespace));
+            touching(
+                &ledgers,
+                Some(&namespace),
+                store
+                    .state()
+                    .iter()
+                    .filter(|rc| concerns_service_account(rc, &sa, ns.as_deref())),
+            )
         }
     };
+    // A source changes every copy: a full pass.
     let by_source = {
         let store = credential_store.clone();
+        let ledgers = ledgers.clone();
         move |secret: Secret| {
             let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
-            store
-                .state()
-                .iter()
-                .filter(|rc| {
+            touching(
+                &ledgers,
+                None,
+                store.state().iter().filter(|rc| {
                     resolve::referenced_secrets(&rc.spec.source)
                         .contains(&(ns.as_str(), name.as_str()))
-                })
-                .map(|rc| ObjectRef::from_obj(rc.as_ref()))
-                .collect::<Vec<_>>()
+                }),
+            )
         }
     };
 
+    // Pod recovery looks at the pods of every target: a full pass.
     let by_pod = {
         let (store, namespaces) = (credential_store.clone(), caches.namespaces.clone());
+        let ledgers = ledgers.clone();
         move |pod: Pod| {
             let ns = namespaces.get(&ObjectRef::new(
                 pod.metadata.namespace.as_deref().unwrap_or_default(),
             ));
-            store
-                .state()
-                .iter()
-                .filter(|rc| {
+            touching(
+                &ledgers,
+                None,
+                store.state().iter().filter(|rc| {
                     rc.spec.pod_recovery != PodRecovery::Off
                         && ns.as_deref().is_some_and(|ns| targets_namespace(rc, ns))
-                })
-                .map(|rc| ObjectRef::from_obj(rc.as_ref()))
-                .collect::<Vec<_>>()
+                }),
+            )
+        }
+    };
+    let by_copy = {
+        let store = credential_store.clone();
+        let ledgers = ledgers.clone();
+        move |s: Secret| {
+            let credential = s.labels().get(CREDENTIAL_LABEL)?;
+            let rc = store.get(&ObjectRef::new(credential))?;
+            ledgers.touch(
+                credential,
+                s.metadata.namespace.as_deref().unwrap_or_default(),
+            );
+            Some(ObjectRef::from_obj(rc.as_ref()))
         }
     };
 
@@ -281,15 +312,7 @@ pub(crate) async fn run(
         .watches_stream(pod_events, by_pod)
         .watches_stream(ns_events, by_namespace)
         .watches_stream(sa_events, by_service_account)
-        .watches_stream(secret_events, {
-            let store = credential_store.clone();
-            move |s: Secret| {
-                s.labels()
-                    .get(CREDENTIAL_LABEL)
-                    .map(|c| ObjectRef::<RegistryCredential>::new(c))
-                    .filter(|r| store.get(r).is_some())
-            }
-        })
+        .watches_stream(secret_events, by_copy)
         .watches_stream(source_events, by_source)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -302,6 +325,25 @@ pub(crate) async fn run(
         })
         .await;
     info!("controller stopped");
+}
+
+/// The credentials an event wakes, each with the event's namespace marked (all of them when
+/// `namespace` is `None`).
+fn touching<'a>(
+    ledgers: &Ledgers,
+    namespace: Option<&str>,
+    credentials: impl Iterator<Item = &'a Arc<RegistryCredential>>,
+) -> Vec<ObjectRef<RegistryCredential>> {
+    credentials
+        .map(|rc| {
+            let name = rc.name_any();
+            match namespace {
+                Some(ns) => ledgers.touch(&name, ns),
+                None => ledgers.touch_all(&name),
+            }
+            ObjectRef::from_obj(rc.as_ref())
+        })
+        .collect()
 }
 
 fn targets_namespace(rc: &RegistryCredential, ns: &PartialObjectMeta<Namespace>) -> bool {
@@ -423,6 +465,9 @@ async fn reconcile(rc: Arc<RegistryCredential>, ctx: Arc<Context>) -> Result<Act
         .observe_reconcile(result.is_ok(), started.elapsed());
     if result.is_ok() {
         ctx.failures.lock().expect("failures lock").remove(&name);
+    } else {
+        // What the failed pass did is not known exactly: the next one looks at everything.
+        ctx.ledgers.invalidate(&name);
     }
     result
 }

@@ -2,24 +2,25 @@
 //! then the status and its Events.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     time::{Duration, Instant},
 };
 
 use kube::{
     Api, ResourceExt,
     api::Patch,
-    runtime::{controller::Action, events::EventType},
+    runtime::{controller::Action, events::EventType, reflector::ObjectRef},
 };
 use serde_json::json;
 use tracing::debug;
 
 use super::{
-    CONFIG_RETRY, RESYNC, apply, backoff, contests,
+    CONFIG_RETRY, RESYNC, backoff,
     events::{publish, report_unowned, summarize},
+    ledger::{Applied, Basis, Record, Scope},
     plan,
     recover::recover,
-    resolve, status, tokens,
+    resolve, status, tokens, verdict,
 };
 
 use crate::{
@@ -63,6 +64,31 @@ pub(super) fn target_namespaces(ctx: &Context, selection: &Selection<'_>) -> Vec
     targets
 }
 
+/// Those of `namespaces` that are targets, sorted (one not in the namespace cache is not).
+pub(super) fn targets_among(
+    ctx: &Context,
+    selection: &Selection<'_>,
+    namespaces: &BTreeSet<String>,
+) -> Vec<String> {
+    namespaces
+        .iter()
+        .filter(|name| {
+            ctx.caches
+                .namespaces
+                .get(&ObjectRef::new(name.as_str()))
+                .is_some_and(|ns| {
+                    selection.targets(&NamespaceFacts {
+                        name,
+                        labels: ns.metadata.labels.as_ref(),
+                        annotations: ns.metadata.annotations.as_ref(),
+                        terminating: ns.metadata.deletion_timestamp.is_some(),
+                    })
+                })
+        })
+        .cloned()
+        .collect()
+}
+
 /// Keeps the pod watch running exactly while some credential (not being deleted) has
 /// podRecovery on; `current` counts as it is now, or not at all when `leaving`.
 pub(super) fn update_pod_watch(ctx: &Context, current: &RegistryCredential, leaving: bool) {
@@ -88,6 +114,7 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
         Err(e) => {
             let e = Error::from(e);
             let report = stalled_report(old, &secret_name, e.reason(), e.to_string());
+            ctx.ledgers.invalidate(&owner.name);
             write_status(ctx, rc, report).await?;
             return Ok(Action::requeue(CONFIG_RETRY));
         }
@@ -130,6 +157,7 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
                 let mut report = stalled_report(old, &secret_name, failed.reason, failed.message);
                 report.stalled = failed.configuration;
                 report.targets = targets.len() as u32;
+                ctx.ledgers.invalidate(&owner.name);
                 write_status(ctx, rc, report).await?;
                 return Ok(Action::requeue(failed.retry_in));
             }
@@ -153,6 +181,7 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
             // Existing copies stay exactly as they are: no write of any kind.
             let mut report = stalled_report(old, &secret_name, e.reason(), e.to_string());
             report.targets = targets.len() as u32;
+            ctx.ledgers.invalidate(&owner.name);
             write_status(ctx, rc, report).await?;
             return Ok(Action::requeue(CONFIG_RETRY));
         }
@@ -188,38 +217,60 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
             key_warnings: Some(key_warnings(&resolved.registries)),
             credential_expires_at: None,
         };
+        ctx.ledgers.invalidate(&owner.name);
         write_status(ctx, rc, report).await?;
         return Ok(Action::await_change());
     }
 
-    // One snapshot for the plan and for pod recovery after apply: its ServiceAccounts are read
-    // through our write overlay, so recovery sees this pass's entries.
-    let view = ctx.view(rc);
-    let plan = plan::sync(
-        &Desired {
-            owner: &owner,
-            secret_name: &secret_name,
-            data: &resolved.data,
-            service_accounts: &rc.spec.service_accounts,
-            targets: &targets,
-        },
-        &view,
-    );
-    debug!(credential = %owner.name, targets = targets.len(), writes = plan.writes(), "planned");
-    let outcome = Apply {
+    let basis = Basis {
+        uid: owner.uid.clone(),
+        generation: rc.metadata.generation,
+        source_version: resolved.version.clone(),
+    };
+    let scope = ctx.ledgers.begin(&owner.name, &basis, Instant::now());
+    // A minted token and pod recovery have schedules of their own over every target.
+    let scoped = token.is_none() && rc.spec.pod_recovery == PodRecovery::Off;
+    let work = Work {
         ctx,
+        rc,
         owner: &owner,
         secret_name: &secret_name,
-        data: &resolved.data,
-        conflict_policy: rc.spec.conflict_policy,
-        source: &rc.spec.source,
+        resolved: &resolved,
+    };
+    let mut pass = None;
+    // Adopted in a pass over some namespaces that a full pass then follows.
+    let mut adopted = Vec::new();
+    if let (Scope::Namespaces(within), true) = (&scope, scoped) {
+        ctx.metrics.pass(false);
+        let targets = targets_among(ctx, &selection, within);
+        let applied = work.apply(&targets, Some(within)).await;
+        // A pass that failed somewhere is judged with everything else: a full pass follows.
+        if !applied.failed()
+            && let Some(mut record) = ctx.ledgers.record(&owner.name)
+        {
+            record.update(within, &applied);
+            pass = Some((record, applied, targets));
+        } else {
+            adopted = applied.adopted;
+        }
     }
-    .run(plan)
-    .await;
-    report_unowned(ctx, rc, &outcome.unowned).await;
-    let recovered = recover(ctx, rc, &view, &resolved, &targets, &secret_name).await;
+    let full = pass.is_none();
+    let (mut record, mut applied, targets) = if let Some(pass) = pass {
+        pass
+    } else {
+        ctx.metrics.pass(true);
+        let targets = target_namespaces(ctx, &selection);
+        let applied = work.apply(&targets, None).await;
+        let record = Record::new(basis, Instant::now(), &applied);
+        (record, applied, targets)
+    };
+    applied.adopted.extend(adopted);
+    // After apply: the ServiceAccounts it reads include this pass's entries.
+    let recovered = recover(ctx, rc, &ctx.view(rc), &resolved, &targets, &secret_name).await;
+    let totals = record.totals();
+    report_unowned(ctx, rc, &totals.unowned).await;
 
-    if !outcome.adopted.is_empty() {
+    if !applied.adopted.is_empty() {
         publish(
             ctx,
             rc,
@@ -227,86 +278,37 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
             "Adopted",
             format!(
                 "took over Secret {secret_name} in namespaces: {}",
-                summarize(&outcome.adopted)
+                summarize(&applied.adopted)
             ),
         )
         .await;
     }
 
-    let target_count = (targets.len() as u32).saturating_sub(outcome.terminating);
-    let ready = outcome.failures.is_empty() && outcome.synced == target_count;
-    // Waiting for a human: same-name Secrets we may not touch.
-    let only_conflicts = !outcome.failures.is_empty()
-        && outcome
-            .failures
-            .iter()
-            .all(|f| f.reason == "Conflict" || f.reason == apply::NOT_OWNED);
-    // ...or another tool keeps removing our ServiceAccount entries.
-    let stalled = only_conflicts
-        || (!outcome.failures.is_empty()
-            && outcome.failures.iter().all(|f| {
-                f.reason == "Conflict"
-                    || f.reason == apply::NOT_OWNED
-                    || f.reason == contests::REASON
-            }));
-    let (reason, message) = if ready {
-        let mut message = format!("{}/{target_count} namespaces in sync", outcome.synced);
-        if let Some(t) = token.as_ref().filter(|t| t.skewed) {
-            message.push_str(&format!(
-                "; the token's expiry {} is not in the future (clock skew?): it is minted again every {}s",
-                tokens::rfc3339(t.expires_at),
-                ctx.settings.min_token_refresh.as_secs()
-            ));
-        }
-        ("Synced".to_string(), message)
-    } else {
-        let first = outcome.failures.first();
-        let reason = if only_conflicts {
-            let all_unowned = outcome
-                .failures
-                .iter()
-                .all(|f| f.reason == apply::NOT_OWNED);
-            if all_unowned {
-                apply::NOT_OWNED
-            } else {
-                "Conflict"
-            }
-            .to_string()
-        } else {
-            first.map_or_else(|| "Progressing".into(), |f| f.reason.clone())
-        };
-        let detail = first
-            .map(|f| format!(": {}", f.message))
-            .unwrap_or_default();
-        let message = if outcome.failures.is_empty() && outcome.awaiting_default_account > 0 {
-            format!(
-                "{}/{target_count} namespaces in sync, {} waiting for their default ServiceAccount",
-                outcome.synced, outcome.awaiting_default_account
-            )
-        } else {
-            format!(
-                "{}/{target_count} namespaces in sync, {} failing{detail}",
-                outcome.synced,
-                outcome.failures.len()
-            )
-        };
-        (reason, message)
-    };
+    let skew = token.as_ref().filter(|t| t.skewed).map(|t| {
+        format!(
+            "the token's expiry {} is not in the future (clock skew?): it is minted again every {}s",
+            tokens::rfc3339(t.expires_at),
+            ctx.settings.min_token_refresh.as_secs()
+        )
+    });
+    let verdict = verdict::judge(&totals, skew.as_deref());
+    let ready = verdict.ready;
+    let target_count = verdict.targets;
     let report = Report {
         ready,
-        reason,
-        message,
-        stalled,
+        reason: verdict.reason.clone(),
+        message: verdict.message.clone(),
+        stalled: verdict.stalled,
         secret_name,
         targets: target_count,
-        synced: outcome.synced,
-        patched_service_accounts: outcome.patched_service_accounts,
+        synced: totals.synced,
+        patched_service_accounts: totals.patched_service_accounts,
         source_version: ready.then(|| resolved.version.clone()),
         // Findings outside the targets are listed but do not make the targets fail.
-        failures: outcome
+        failures: totals
             .failures
             .iter()
-            .chain(&outcome.unowned)
+            .chain(&totals.unowned)
             .cloned()
             .collect(),
         credentials: ctx.verifier.condition(rc, &resolved),
@@ -319,13 +321,13 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
         },
     };
     let mut reasons: BTreeMap<String, u32> = BTreeMap::new();
-    for f in &outcome.failures {
+    for f in &totals.failures {
         *reasons.entry(f.reason.clone()).or_default() += 1;
     }
     ctx.metrics.set_counts(
         &owner.name,
         target_count,
-        outcome.synced,
+        totals.synced,
         &reasons.into_iter().collect::<Vec<_>>(),
     );
 
@@ -333,6 +335,24 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
         && old
             .and_then(|s| s.synced_source_version.as_deref())
             .is_some_and(|v| v != resolved.version);
+    let next = if full {
+        let timers = verdict::Timers {
+            resync: rc.spec.verify.as_ref().map_or(RESYNC, |v| {
+                RESYNC.min(Duration::from_secs(v.interval_seconds.max(10).into()))
+            }),
+            contest_retry: ctx.contests.next_retry(&owner.name, Instant::now()),
+            conflict_recheck: CONFLICT_RECHECK,
+            token_refresh: token.as_ref().map(|t| t.refresh_in),
+            recovery_retry: recovered.retry,
+        };
+        let next = verdict::next_pass(&verdict, &timers, || backoff(ctx, &owner.name));
+        record.due = Instant::now() + next;
+        next
+    } else {
+        // The full pass's schedule stands: the namespaces not looked at are owed their resync.
+        record.due.saturating_duration_since(Instant::now())
+    };
+    ctx.ledgers.keep(&owner.name, record);
     write_status(ctx, rc, report).await?;
     if rotated {
         publish(
@@ -344,28 +364,51 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
         )
         .await;
     }
+    Ok(Action::requeue(next))
+}
 
-    let resync = rc.spec.verify.as_ref().map_or(RESYNC, |v| {
-        RESYNC.min(Duration::from_secs(v.interval_seconds.max(10).into()))
-    });
-    let contest_retry = ctx
-        .contests
-        .next_retry(&owner.name, Instant::now())
-        .filter(|_| stalled);
-    let next = if ready {
-        resync
-    } else if let Some(retry) = contest_retry {
-        // Restore once more when the backoff ends (or on the next change, whichever is first).
-        retry.min(CONFLICT_RECHECK) + Duration::from_secs(1)
-    } else if only_conflicts {
-        CONFLICT_RECHECK + Duration::from_secs(1)
-    } else {
-        backoff(ctx, &owner.name)
-    };
-    let next = token.as_ref().map_or(next, |t| next.min(t.refresh_in));
-    Ok(Action::requeue(
-        recovered.retry.map_or(next, |r| r.min(next)),
-    ))
+/// What one pass works from.
+struct Work<'a> {
+    ctx: &'a Context,
+    rc: &'a RegistryCredential,
+    owner: &'a Owner,
+    secret_name: &'a str,
+    resolved: &'a ResolvedSource,
+}
+
+impl Work<'_> {
+    /// Plans `targets` (within `within`, or the whole cluster) and carries the plan out.
+    async fn apply(&self, targets: &[String], within: Option<&BTreeSet<String>>) -> Applied {
+        let view = self.ctx.view(self.rc);
+        let plan = plan::sync(
+            &Desired {
+                owner: self.owner,
+                secret_name: self.secret_name,
+                data: &self.resolved.data,
+                service_accounts: &self.rc.spec.service_accounts,
+                targets,
+                within,
+            },
+            &view,
+        );
+        debug!(
+            credential = %self.owner.name,
+            targets = targets.len(),
+            scoped = within.is_some(),
+            writes = plan.writes(),
+            "planned"
+        );
+        Apply {
+            ctx: self.ctx,
+            owner: self.owner,
+            secret_name: self.secret_name,
+            data: &self.resolved.data,
+            conflict_policy: self.rc.spec.conflict_policy,
+            source: &self.rc.spec.source,
+        }
+        .run(plan)
+        .await
+    }
 }
 
 /// A report for a configuration problem: the counts stay as last observed.

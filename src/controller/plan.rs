@@ -1,7 +1,10 @@
 //! The pure middle of a reconcile: from what the caches show, decide which Secrets to create,
 //! update or delete and which ServiceAccounts to edit. No client here; every rule is unit-tested.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use k8s_openapi::{
     ByteString,
@@ -24,6 +27,8 @@ pub(crate) trait View {
     fn service_accounts(&self, namespace: &str) -> Vec<Arc<ServiceAccount>>;
     /// Every Secret labelled as belonging to `credential`, in any namespace.
     fn secrets_of(&self, credential: &str) -> Vec<Arc<Secret>>;
+    /// The Secrets of a namespace labelled as managed by this operator, whichever credential.
+    fn managed_secrets_in(&self, namespace: &str) -> Vec<Arc<Secret>>;
     /// Every ServiceAccount whose annotation records an entry added for `credential`.
     fn service_accounts_of(&self, credential: &str) -> Vec<Arc<ServiceAccount>>;
     /// A same-name Secret we do not manage found here before, so that we do not try to create over
@@ -55,6 +60,9 @@ impl<V: View> View for FreshServiceAccounts<'_, V> {
     }
     fn secrets_of(&self, credential: &str) -> Vec<Arc<Secret>> {
         self.inner.secrets_of(credential)
+    }
+    fn managed_secrets_in(&self, namespace: &str) -> Vec<Arc<Secret>> {
+        self.inner.managed_secrets_in(namespace)
     }
     fn service_accounts_of(&self, credential: &str) -> Vec<Arc<ServiceAccount>> {
         self.service_accounts
@@ -326,8 +334,11 @@ pub(crate) struct Desired<'a> {
     pub(crate) secret_name: &'a str,
     pub(crate) data: &'a [u8],
     pub(crate) service_accounts: &'a [String],
-    /// Target namespace names, sorted.
+    /// Target namespace names, sorted (with `within`, those of its namespaces that are targets).
     pub(crate) targets: &'a [String],
+    /// `None` plans the whole cluster; `Some` only these namespaces, everything outside them
+    /// being known to be as it should.
+    pub(crate) within: Option<&'a BTreeSet<String>>,
 }
 
 fn selected(patterns: &[String], name: &str) -> bool {
@@ -356,7 +367,7 @@ fn push_change(changes: &mut Vec<SaChange>, sa: Arc<ServiceAccount>, want: Want,
 }
 
 /// Plans a sync pass: every target brought to the desired state, everything of ours outside it
-/// removed.
+/// removed (with `desired.within`: in those namespaces only).
 pub(crate) fn sync(desired: &Desired<'_>, view: &impl View) -> Plan {
     let owner = desired.owner;
     let mut plan = Plan::default();
@@ -436,7 +447,25 @@ pub(crate) fn sync(desired: &Desired<'_>, view: &impl View) -> Plan {
             .is_ok()
     };
     let mut cleanups: BTreeMap<String, CleanupPlan> = BTreeMap::new();
-    for secret in view.secrets_of(&owner.name) {
+    let (secrets, sas) = match desired.within {
+        None => (
+            view.secrets_of(&owner.name),
+            view.service_accounts_of(&owner.name),
+        ),
+        Some(namespaces) => (
+            namespaces
+                .iter()
+                .flat_map(|ns| view.managed_secrets_in(ns))
+                .filter(|s| labelled_for(s, &owner.name))
+                .collect(),
+            namespaces
+                .iter()
+                .flat_map(|ns| view.service_accounts(ns))
+                .filter(|sa| !service_accounts::owned_by(sa, &owner.name).is_empty())
+                .collect(),
+        ),
+    };
+    for secret in secrets {
         let ns = secret.metadata.namespace.clone().unwrap_or_default();
         let stale_name = secret.metadata.name.as_deref() != Some(desired.secret_name);
         let name = secret.metadata.name.as_deref().unwrap_or_default();
@@ -450,7 +479,7 @@ pub(crate) fn sync(desired: &Desired<'_>, view: &impl View) -> Plan {
             _ => {}
         }
     }
-    for sa in view.service_accounts_of(&owner.name) {
+    for sa in sas {
         let ns = sa.metadata.namespace.clone().unwrap_or_default();
         if is_target(&ns) {
             continue; // handled above, with the target's own edits

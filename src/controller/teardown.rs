@@ -110,6 +110,7 @@ pub(super) async fn teardown(rc: &RegistryCredential, ctx: &Context) -> Result<A
     ctx.contests.forget(&owner.name);
     ctx.forget_status(rc);
     ctx.forget_findings(&owner.name);
+    ctx.ledgers.forget(&owner.name);
     ctx.reported_pods.forget(&owner.name);
     ctx.evictions.forget(&owner.name);
     info!(credential = %owner.name, policy = ?rc.spec.deletion_policy, "cleaned up");

@@ -14,6 +14,12 @@ pub(crate) struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ScopeLabels {
+    /// `namespaces` (the namespaces events marked) or `full` (every target).
+    pub(crate) scope: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct CredentialLabels {
     pub(crate) credential: String,
 }
@@ -43,6 +49,8 @@ pub struct Metrics {
     /// `source.ecr`: tokens minted (or attempts that failed), per credential.
     pub(crate) token_mints: Family<MintLabels, Counter>,
     pub(crate) reconciles: Family<ResultLabels, Counter>,
+    /// Sync passes by what they looked at.
+    pub(crate) passes: Family<ScopeLabels, Counter>,
     pub(crate) reconcile_duration: Histogram,
     pub(crate) targeted: Family<CredentialLabels, Gauge>,
     pub(crate) synced: Family<CredentialLabels, Gauge>,
@@ -74,6 +82,12 @@ impl Default for Metrics {
             "reconciles",
             "Reconciles of RegistryCredentials by result",
             reconciles.clone(),
+        );
+        let passes = Family::<ScopeLabels, Counter>::default();
+        registry.register(
+            "sync_passes",
+            "Sync passes by scope: the namespaces that changed, or every target",
+            passes.clone(),
         );
         let reconcile_duration =
             Histogram::new([0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]);
@@ -170,6 +184,7 @@ impl Default for Metrics {
             pods_recovered,
             pods_awaiting_recovery,
             reconciles,
+            passes,
             reconcile_duration,
             targeted,
             synced,
@@ -274,6 +289,11 @@ impl Metrics {
                 self.verified.remove(&labels);
             }
         }
+    }
+
+    pub(crate) fn pass(&self, full: bool) {
+        let scope = if full { "full" } else { "namespaces" };
+        self.passes.get_or_create(&ScopeLabels { scope }).inc();
     }
 
     pub(crate) fn write(&self, resource: &'static str, verb: &'static str) {

@@ -32,6 +32,8 @@ pub(crate) struct Caches {
     pub(crate) sas_by_credential: Arc<Index<ServiceAccount>>,
     /// Our Secrets by the credential of their label.
     pub(crate) secrets_by_credential: Arc<Index<Secret>>,
+    /// Our Secrets by namespace.
+    pub(crate) secrets_by_namespace: Arc<Index<Secret>>,
     /// Becomes true once every store above holds its initial list.
     pub(crate) ready: tokio::sync::watch::Receiver<bool>,
 }

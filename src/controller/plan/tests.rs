@@ -36,6 +36,13 @@ impl View for FakeView {
             .cloned()
             .collect()
     }
+    fn managed_secrets_in(&self, namespace: &str) -> Vec<Arc<Secret>> {
+        self.secrets
+            .iter()
+            .filter(|s| ns_of(s.as_ref()) == namespace)
+            .cloned()
+            .collect()
+    }
     fn service_accounts_of(&self, credential: &str) -> Vec<Arc<ServiceAccount>> {
         self.sas
             .iter()
@@ -100,6 +107,7 @@ fn desired<'a>(targets: &'a [String], sas: &'a [String]) -> Desired<'a> {
         data: b"{\"auths\":{}}",
         service_accounts: sas,
         targets,
+        within: None,
     }
 }
 
@@ -328,6 +336,64 @@ fn renamed_secret_deletes_the_old_one_in_a_target() {
         plan.cleanups[0].delete[0].metadata.name.as_deref(),
         Some("old-pull")
     );
+}
+
+#[test]
+fn a_pass_within_some_namespaces_plans_nothing_outside_them() {
+    // A copy and an entry left in "gone" (no longer targeted) and a missing copy in "b": a pass
+    // within "a" and "left" sees neither.
+    let view = FakeView {
+        secrets: vec![
+            ours("gone", "acme-pull", b"d"),
+            ours("left", "acme-pull", b"d"),
+        ],
+        sas: vec![
+            sa("gone", "default", &["acme-pull"], Some("acme/acme-pull")),
+            sa("left", "default", &["acme-pull"], Some("acme/acme-pull")),
+            sa("a", "default", &[], None),
+        ],
+        ..Default::default()
+    };
+    let (targets, sas) = (strings(&["a"]), strings(&["default"]));
+    let within: BTreeSet<String> = ["a", "left"].into_iter().map(String::from).collect();
+    let plan = sync(
+        &Desired {
+            within: Some(&within),
+            ..desired(&targets, &sas)
+        },
+        &view,
+    );
+    assert_eq!(plan.targets.len(), 1);
+    assert!(matches!(plan.targets[0].secret, SecretStep::Create));
+    // "left" is in scope and no longer a target: cleaned, account first. "gone" is not in scope.
+    assert_eq!(plan.cleanups.len(), 1, "{:?}", plan.cleanups);
+    let c = &plan.cleanups[0];
+    assert_eq!(c.namespace, "left");
+    assert_eq!((c.delete.len(), c.edits.len()), (1, 1));
+}
+
+#[test]
+fn a_pass_within_namespaces_finds_a_copy_under_an_old_name_there() {
+    let view = FakeView {
+        secrets: vec![ours("a", "old-pull", b"d"), ours("b", "old-pull", b"d")],
+        ..Default::default()
+    };
+    let (targets, sas) = (strings(&["a"]), strings(&[]));
+    let within: BTreeSet<String> = ["a"].into_iter().map(String::from).collect();
+    let plan = sync(
+        &Desired {
+            within: Some(&within),
+            ..desired(&targets, &sas)
+        },
+        &view,
+    );
+    let deleted: Vec<_> = plan
+        .cleanups
+        .iter()
+        .flat_map(|c| &c.delete)
+        .map(|s| (ns_of(s.as_ref()).to_string(), s.metadata.name.clone()))
+        .collect();
+    assert_eq!(deleted, [("a".to_string(), Some("old-pull".to_string()))]);
 }
 
 #[test]
