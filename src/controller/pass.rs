@@ -241,7 +241,7 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
     // Adopted in a pass over some namespaces that a full pass then follows.
     let mut adopted = Vec::new();
     if let (Scope::Namespaces(within), true) = (&scope, scoped) {
-        ctx.metrics.pass(false);
+        ctx.metrics.pass(&owner.name, false);
         let targets = targets_among(ctx, &selection, within);
         let applied = work.apply(&targets, Some(within)).await;
         // A pass that failed somewhere is judged with everything else: a full pass follows.
@@ -258,7 +258,7 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
     let (mut record, mut applied, targets) = if let Some(pass) = pass {
         pass
     } else {
-        ctx.metrics.pass(true);
+        ctx.metrics.pass(&owner.name, true);
         let targets = target_namespaces(ctx, &selection);
         let applied = work.apply(&targets, None).await;
         let record = Record::new(basis, Instant::now(), &applied);

@@ -15,6 +15,7 @@ pub(crate) struct ResultLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ScopeLabels {
+    pub(crate) credential: String,
     /// `namespaces` (the namespaces events marked) or `full` (every target).
     pub(crate) scope: &'static str,
 }
@@ -49,7 +50,7 @@ pub struct Metrics {
     /// `source.ecr`: tokens minted (or attempts that failed), per credential.
     pub(crate) token_mints: Family<MintLabels, Counter>,
     pub(crate) reconciles: Family<ResultLabels, Counter>,
-    /// Sync passes by what they looked at.
+    /// Sync passes per credential by what they looked at.
     pub(crate) passes: Family<ScopeLabels, Counter>,
     pub(crate) reconcile_duration: Histogram,
     pub(crate) targeted: Family<CredentialLabels, Gauge>,
@@ -251,6 +252,12 @@ impl Metrics {
                 result,
             });
         }
+        for scope in ["full", "namespaces"] {
+            self.passes.remove(&ScopeLabels {
+                credential: credential.into(),
+                scope,
+            });
+        }
         self.clear_failures(credential);
     }
 
@@ -291,9 +298,14 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn pass(&self, full: bool) {
+    pub(crate) fn pass(&self, credential: &str, full: bool) {
         let scope = if full { "full" } else { "namespaces" };
-        self.passes.get_or_create(&ScopeLabels { scope }).inc();
+        self.passes
+            .get_or_create(&ScopeLabels {
+                credential: credential.into(),
+                scope,
+            })
+            .inc();
     }
 
     pub(crate) fn write(&self, resource: &'static str, verb: &'static str) {

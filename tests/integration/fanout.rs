@@ -246,3 +246,84 @@ async fn kubectl_wait_for_ready_works_and_status_settles() {
     )
     .await;
 }
+
+async fn passes(credential: &str, scope: &str) -> u64 {
+    let url = std::env::var("REGCRED_TEST_METRICS_URL").expect("REGCRED_TEST_METRICS_URL");
+    let text = scrape(&url).await.expect("the operator serves /metrics");
+    sample(
+        &text,
+        &format!("regcred_sync_passes_total{{credential=\"{credential}\",scope=\"{scope}\"}}"),
+    )
+    // A counter: a whole number.
+    .map_or(0, |v| format!("{v}").parse().expect("a counter"))
+}
+
+/// With a credential converged, a new namespace is onboarded by passes over that namespace alone
+/// (its cost is the objects there, not every target), and the counts in status stay those of the
+/// whole set. A change of the source is a pass over every target.
+#[tokio::test]
+async fn a_new_namespace_is_onboarded_by_a_pass_over_that_namespace_alone() {
+    let client = admin().await;
+    let key = unique("scoped");
+    let first = namespace(&client, "scoped", &[(&key, "yes")]).await;
+    let (src, pw) = source_secret(&client).await;
+    let name = unique("scoped");
+    create_credential(
+        &client,
+        &name,
+        json!({
+            "source": {"secretRef": {"namespace": SOURCE_NS, "name": src}},
+            "namespaceSelector": {"matchLabels": {key.clone(): "yes"}},
+        }),
+    )
+    .await;
+    wait_synced(&client, &name).await;
+    wait_sa_lists(&client, &first, "default", &name).await;
+    // The first passes may retry while the first namespace's default account arrives: wait until
+    // full passes stop.
+    let mut full = passes(&name, "full").await;
+    let started = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let now = passes(&name, "full").await;
+        if now == full {
+            break;
+        }
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "full passes did not settle: {now}"
+        );
+        full = now;
+    }
+    assert!(full >= 1, "the first pass is a full one");
+    let scoped = passes(&name, "namespaces").await;
+
+    let second = namespace(&client, "scoped", &[(&key, "yes")]).await;
+    wait_copy(&client, &second, &name, &pw).await;
+    wait_sa_lists(&client, &second, "default", &name).await;
+    let status = wait_synced_with(&client, &name, "2 of 2 in sync", |s| {
+        (
+            s.target_namespaces,
+            s.synced_namespaces,
+            s.patched_service_accounts,
+        ) == (2, 2, 2)
+    })
+    .await
+    .status
+    .unwrap();
+    assert_eq!(status.synced.as_deref(), Some("2/2"));
+    assert_eq!(
+        passes(&name, "full").await,
+        full,
+        "no pass over every target"
+    );
+    assert!(passes(&name, "namespaces").await > scoped);
+
+    // A source change: every copy is rewritten by a full pass.
+    let new_pw = rotate(&client, &src).await;
+    for ns in [&first, &second] {
+        wait_copy(&client, ns, &name, &new_pw).await;
+    }
+    assert!(passes(&name, "full").await > full);
+    delete_credential(&client, &name).await;
+}
