@@ -62,7 +62,15 @@ pub(crate) struct Context {
 /// in the last minute count: older ones were not "just onboarded".
 #[derive(Default)]
 pub(crate) struct Appearances {
-    seen: Mutex<HashMap<String, Instant>>,
+    seen: Mutex<Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    at: HashMap<String, Instant>,
+    /// When entries older than `KEEP` were last dropped: at most every `KEEP`, so that an event
+    /// costs O(1) however many accounts were just created.
+    pruned: Option<Instant>,
 }
 
 impl Appearances {
@@ -78,10 +86,12 @@ impl Appearances {
             return;
         }
         let mut seen = self.seen.lock().expect("appearances lock");
-        if !seen.contains_key(uid) {
-            seen.retain(|_, at| at.elapsed() < Self::KEEP);
-            seen.insert(uid.clone(), Instant::now());
+        let now = Instant::now();
+        if seen.pruned.is_none_or(|at| now.duration_since(at) >= Self::KEEP) {
+            seen.at.retain(|_, at| now.duration_since(*at) < Self::KEEP);
+            seen.pruned = Some(now);
         }
+        seen.at.entry(uid.clone()).or_insert(now);
     }
 
     /// Time since the account appeared, once: the first entry added to it ends its onboarding.
@@ -89,6 +99,7 @@ impl Appearances {
         self.seen
             .lock()
             .expect("appearances lock")
+            .at
             .remove(uid)
             .map(|at| at.elapsed())
     }

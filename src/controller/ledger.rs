@@ -41,18 +41,55 @@ pub(crate) struct Basis {
     pub(crate) source_version: String,
 }
 
-/// The results of a credential's passes, one per namespace they touched.
+/// The results of a credential's passes, one per namespace they touched, with running totals:
+/// reading them costs the failures, not the targets.
 #[derive(Debug, Clone)]
 pub(crate) struct Record {
     pub(crate) basis: Basis,
     /// When the next full pass is due (the requeue the last full pass asked for).
     pub(crate) due: Instant,
     /// Each target namespace and what its work ended in.
-    pub(crate) targets: BTreeMap<String, TargetOutcome>,
+    targets: BTreeMap<String, TargetOutcome>,
+    /// The sums over `targets`.
+    counts: Counts,
+    /// The failures among `targets`, by namespace.
+    failing: BTreeMap<String, NamespaceFailure>,
     /// Cleanups that did not finish, by namespace.
-    pub(crate) cleanup_failures: BTreeMap<String, Vec<NamespaceFailure>>,
+    cleanup_failures: BTreeMap<String, Vec<NamespaceFailure>>,
     /// Secrets labelled as this credential's copies that are not, by namespace.
-    pub(crate) unowned: BTreeMap<String, Vec<NamespaceFailure>>,
+    unowned: BTreeMap<String, Vec<NamespaceFailure>>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    synced: u32,
+    terminating: u32,
+    awaiting_default_account: u32,
+    patched_service_accounts: u32,
+}
+
+impl Counts {
+    /// Adds (`sign` 1) or takes away (`sign` -1) one target's outcome.
+    fn add(&mut self, outcome: &TargetOutcome, sign: i8) {
+        let apply = |n: &mut u32, by: u32| {
+            *n = if sign > 0 {
+                n.saturating_add(by)
+            } else {
+                n.saturating_sub(by)
+            };
+        };
+        match outcome {
+            TargetOutcome::Synced { service_accounts } => {
+                apply(&mut self.synced, 1);
+                apply(&mut self.patched_service_accounts, *service_accounts);
+            }
+            TargetOutcome::Terminating => apply(&mut self.terminating, 1),
+            TargetOutcome::AwaitingDefaultAccount => apply(&mut self.awaiting_default_account, 1),
+            TargetOutcome::Failed {
+                service_accounts, ..
+            } => apply(&mut self.patched_service_accounts, *service_accounts),
+        }
+    }
 }
 
 /// What one pass applied: per target namespace, and the findings of its cleanups.
@@ -100,6 +137,8 @@ impl Record {
             basis,
             due,
             targets: BTreeMap::new(),
+            counts: Counts::default(),
+            failing: BTreeMap::new(),
             cleanup_failures: BTreeMap::new(),
             unowned: BTreeMap::new(),
         };
@@ -107,15 +146,27 @@ impl Record {
         record
     }
 
+    fn remove(&mut self, ns: &str) {
+        if let Some(old) = self.targets.remove(ns) {
+            self.counts.add(&old, -1);
+        }
+        self.failing.remove(ns);
+        self.cleanup_failures.remove(ns);
+        self.unowned.remove(ns);
+    }
+
     /// Replaces what the record knew of `namespaces` with what a pass over them found; a
     /// namespace it no longer targets leaves the targets.
     pub(crate) fn update(&mut self, namespaces: &BTreeSet<String>, applied: &Applied) {
         for ns in namespaces {
-            self.targets.remove(ns);
-            self.cleanup_failures.remove(ns);
-            self.unowned.remove(ns);
+            self.remove(ns);
         }
         for (ns, outcome) in &applied.targets {
+            self.remove(ns);
+            self.counts.add(outcome, 1);
+            if let TargetOutcome::Failed { failure, .. } = outcome {
+                self.failing.insert(ns.clone(), failure.clone());
+            }
             self.targets.insert(ns.clone(), outcome.clone());
         }
         for (found, into) in [
@@ -129,32 +180,20 @@ impl Record {
     }
 
     pub(crate) fn totals(&self) -> Totals {
-        let mut totals = Totals {
+        Totals {
             targets: u32::try_from(self.targets.len()).unwrap_or(u32::MAX),
-            ..Totals::default()
-        };
-        for outcome in self.targets.values() {
-            match outcome {
-                TargetOutcome::Synced { service_accounts } => {
-                    totals.synced += 1;
-                    totals.patched_service_accounts += service_accounts;
-                }
-                TargetOutcome::Terminating => totals.terminating += 1,
-                TargetOutcome::AwaitingDefaultAccount => totals.awaiting_default_account += 1,
-                TargetOutcome::Failed {
-                    failure,
-                    service_accounts,
-                } => {
-                    totals.patched_service_accounts += service_accounts;
-                    totals.failures.push(failure.clone());
-                }
-            }
+            synced: self.counts.synced,
+            terminating: self.counts.terminating,
+            awaiting_default_account: self.counts.awaiting_default_account,
+            patched_service_accounts: self.counts.patched_service_accounts,
+            failures: self
+                .failing
+                .values()
+                .cloned()
+                .chain(self.cleanup_failures.values().flatten().cloned())
+                .collect(),
+            unowned: self.unowned.values().flatten().cloned().collect(),
         }
-        totals
-            .failures
-            .extend(self.cleanup_failures.values().flatten().cloned());
-        totals.unowned = self.unowned.values().flatten().cloned().collect();
-        totals
     }
 }
 
@@ -214,9 +253,19 @@ impl Ledgers {
         })
     }
 
-    /// The record of `credential`, to update after a pass over some namespaces.
-    pub(crate) fn record(&self, credential: &str) -> Option<Record> {
-        self.with(credential, |e| e.record.clone())
+    /// Replaces what the record of `credential` knew of `namespaces` with what a pass over them
+    /// found: the totals and when the next full pass is due, if there is a record.
+    pub(crate) fn update(
+        &self,
+        credential: &str,
+        namespaces: &BTreeSet<String>,
+        applied: &Applied,
+    ) -> Option<(Totals, Instant)> {
+        self.with(credential, |e| {
+            let record = e.record.as_mut()?;
+            record.update(namespaces, applied);
+            Some((record.totals(), record.due))
+        })
     }
 
     pub(crate) fn keep(&self, credential: &str, record: Record) {

@@ -237,7 +237,7 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
         secret_name: &secret_name,
         resolved: &resolved,
     };
-    let mut pass = None;
+    let mut scoped_pass = None;
     // Adopted in a pass over some namespaces that a full pass then follows.
     let mut adopted = Vec::new();
     if let (Scope::Namespaces(within), true) = (&scope, scoped) {
@@ -245,29 +245,27 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
         let targets = targets_among(ctx, &selection, within);
         let applied = work.apply(&targets, Some(within)).await;
         // A pass that failed somewhere is judged with everything else: a full pass follows.
-        if !applied.failed()
-            && let Some(mut record) = ctx.ledgers.record(&owner.name)
-        {
-            record.update(within, &applied);
-            pass = Some((record, applied, targets));
-        } else {
-            adopted = applied.adopted;
+        match (
+            applied.failed(),
+            ctx.ledgers.update(&owner.name, within, &applied),
+        ) {
+            (false, Some((totals, due))) => scoped_pass = Some((totals, due, applied, targets)),
+            _ => adopted = applied.adopted,
         }
     }
-    let full = pass.is_none();
-    let (mut record, mut applied, targets) = if let Some(pass) = pass {
-        pass
-    } else {
-        ctx.metrics.pass(&owner.name, true);
-        let targets = target_namespaces(ctx, &selection);
-        let applied = work.apply(&targets, None).await;
-        let record = Record::new(basis, Instant::now(), &applied);
-        (record, applied, targets)
-    };
+    let (totals, due, mut applied, targets, mut full) =
+        if let Some((totals, due, applied, targets)) = scoped_pass {
+            (totals, due, applied, targets, None)
+        } else {
+            ctx.metrics.pass(&owner.name, true);
+            let targets = target_namespaces(ctx, &selection);
+            let applied = work.apply(&targets, None).await;
+            let record = Record::new(basis, Instant::now(), &applied);
+            (record.totals(), record.due, applied, targets, Some(record))
+        };
     applied.adopted.extend(adopted);
     // After apply: the ServiceAccounts it reads include this pass's entries.
     let recovered = recover(ctx, rc, &ctx.view(rc), &resolved, &targets, &secret_name).await;
-    let totals = record.totals();
     report_unowned(ctx, rc, &totals.unowned).await;
 
     if !applied.adopted.is_empty() {
@@ -335,7 +333,7 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
         && old
             .and_then(|s| s.synced_source_version.as_deref())
             .is_some_and(|v| v != resolved.version);
-    let next = if full {
+    let next = if let Some(mut record) = full.take() {
         let timers = verdict::Timers {
             resync: rc.spec.verify.as_ref().map_or(RESYNC, |v| {
                 RESYNC.min(Duration::from_secs(v.interval_seconds.max(10).into()))
@@ -347,12 +345,12 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
         };
         let next = verdict::next_pass(&verdict, &timers, || backoff(ctx, &owner.name));
         record.due = Instant::now() + next;
+        ctx.ledgers.keep(&owner.name, record);
         next
     } else {
         // The full pass's schedule stands: the namespaces not looked at are owed their resync.
-        record.due.saturating_duration_since(Instant::now())
+        due.saturating_duration_since(Instant::now())
     };
-    ctx.ledgers.keep(&owner.name, record);
     write_status(ctx, rc, report).await?;
     if rotated {
         publish(
