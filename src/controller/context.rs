@@ -87,7 +87,10 @@ impl Appearances {
         }
         let mut seen = self.seen.lock().expect("appearances lock");
         let now = Instant::now();
-        if seen.pruned.is_none_or(|at| now.duration_since(at) >= Self::KEEP) {
+        if seen
+            .pruned
+            .is_none_or(|at| now.duration_since(at) >= Self::KEEP)
+        {
             seen.at.retain(|_, at| now.duration_since(*at) < Self::KEEP);
             seen.pruned = Some(now);
         }

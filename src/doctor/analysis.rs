@@ -46,6 +46,9 @@ pub(crate) struct Draft {
     pub(crate) secrets: Vec<Loaded>,
     pub(crate) images: Vec<ImageReport>,
     pub(crate) checks: Vec<CheckWanted>,
+    /// Some image has no matching entry: the RegistryCredentials may tell why
+    /// ([`Facts::credentials`] are read only then).
+    pub(crate) unmatched: bool,
 }
 
 pub(crate) fn problem(code: &'static str, message: String, fix: impl Into<String>) -> Problem {
@@ -216,6 +219,7 @@ pub(crate) fn analyse(facts: &Facts) -> Result<Draft, DoctorError> {
 
     let mut images = Vec::new();
     let mut checks = Vec::new();
+    let mut unmatched = false;
     for (container, image) in containers {
         let image_ref = ImageRef::parse(&image).map_err(|e| DoctorError::InvalidImage {
             image: image.clone(),
@@ -232,6 +236,7 @@ pub(crate) fn analyse(facts: &Facts) -> Result<Draft, DoctorError> {
         };
         let first_match = match_entries(&loaded, &image_ref, &mut report);
         if first_match.is_none() {
+            unmatched = true;
             leaving_out(facts, &image_ref, &mut report);
         }
         let from_status = status_failures
@@ -312,6 +317,7 @@ pub(crate) fn analyse(facts: &Facts) -> Result<Draft, DoctorError> {
         secrets: loaded,
         images,
         checks,
+        unmatched,
     })
 }
 

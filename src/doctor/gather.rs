@@ -1,6 +1,7 @@
-//! Everything the doctor reads from the cluster, read once and up front: the pod (or the
-//! ServiceAccount a new pod would use), its pull secrets, its pull Events, the node's images and
-//! the RegistryCredentials. What the caller may not read is left out, never guessed.
+//! Everything the doctor reads from the cluster: up front the pod (or the ServiceAccount a new
+//! pod would use), its pull secrets, its pull Events and the node's images; the
+//! RegistryCredentials ([`credentials`]) only when an image has no matching entry. What the caller
+//! may not read is left out, never guessed.
 
 use k8s_openapi::api::core::v1::{Event, Node, Pod, Secret, ServiceAccount};
 use kube::{Api, Client, ResourceExt, api::ListParams};
@@ -38,6 +39,7 @@ pub(crate) struct Facts {
     pub(crate) events: Vec<(String, String)>,
     /// The images the pod's node reports it holds.
     pub(crate) node_images: Vec<String>,
+    /// Empty until [`credentials`] has read them.
     pub(crate) credentials: Vec<CredentialFacts>,
 }
 
@@ -143,7 +145,7 @@ pub(crate) async fn gather(
         secrets,
         events,
         node_images,
-        credentials: credentials(client, namespace).await,
+        credentials: Vec::new(),
     })
 }
 
@@ -215,44 +217,53 @@ async fn node_images(client: &Client, node: &str) -> Vec<String> {
     }
 }
 
-/// The RegistryCredentials, their registries and whether `namespace` has their copy. Reading them
-/// (or their sources) may be forbidden to the caller; then they are left out.
-async fn credentials(client: &Client, namespace: &str) -> Vec<CredentialFacts> {
+/// The RegistryCredentials, their registries and whether `namespace` has their copy, read a few
+/// at a time. Reading them (or their sources) may be forbidden to the caller; then they are left
+/// out.
+pub(crate) async fn credentials(client: &Client, namespace: &str) -> Vec<CredentialFacts> {
+    use futures::StreamExt as _;
     let Ok(credentials) = Api::<RegistryCredential>::all(client.clone())
         .list(&ListParams::default())
         .await
     else {
         return Vec::new();
     };
-    let mut out = Vec::new();
-    for rc in credentials.items {
-        let registries: Vec<String> = match (&rc.spec.source.registries, &rc.spec.source.secret_ref)
-        {
-            (Some(logins), _) => logins.iter().map(|l| l.server.clone()).collect(),
-            (None, Some(r)) => match Api::<Secret>::namespaced(client.clone(), &r.namespace)
-                .get_opt(&r.name)
-                .await
-            {
-                Ok(Some(secret)) => dockerconfig::config_from_secret(&secret)
-                    .map(|c| c.registries().map(str::to_string).collect())
-                    .unwrap_or_default(),
-                _ => Vec::new(),
-            },
-            (None, None) => Vec::new(),
-        };
-        let secret_name = rc.secret_name();
-        let copy_here = Api::<Secret>::namespaced(client.clone(), namespace)
-            .get_metadata_opt(&secret_name)
+    futures::stream::iter(credentials.items)
+        .map(|rc| credential_facts(client, namespace, rc))
+        .buffered(8)
+        .collect()
+        .await
+}
+
+async fn credential_facts(
+    client: &Client,
+    namespace: &str,
+    rc: RegistryCredential,
+) -> CredentialFacts {
+    let registries: Vec<String> = match (&rc.spec.source.registries, &rc.spec.source.secret_ref) {
+        (Some(logins), _) => logins.iter().map(|l| l.server.clone()).collect(),
+        (None, Some(r)) => match Api::<Secret>::namespaced(client.clone(), &r.namespace)
+            .get_opt(&r.name)
             .await
-            .ok()
-            .flatten()
-            .is_some_and(|s| s.labels().get(CREDENTIAL_LABEL) == Some(&rc.name_any()));
-        out.push(CredentialFacts {
-            name: rc.name_any(),
-            secret_name,
-            registries,
-            copy_here,
-        });
+        {
+            Ok(Some(secret)) => dockerconfig::config_from_secret(&secret)
+                .map(|c| c.registries().map(str::to_string).collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        },
+        (None, None) => Vec::new(),
+    };
+    let secret_name = rc.secret_name();
+    let copy_here = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get_metadata_opt(&secret_name)
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|s| s.labels().get(CREDENTIAL_LABEL) == Some(&rc.name_any()));
+    CredentialFacts {
+        name: rc.name_any(),
+        secret_name,
+        registries,
+        copy_here,
     }
-    out
 }

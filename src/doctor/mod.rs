@@ -154,8 +154,15 @@ pub async fn diagnose(
     subject: &Subject,
     checker: Option<&Checker>,
 ) -> Result<Report, DoctorError> {
-    let facts = gather::gather(client, namespace, subject).await?;
+    let mut facts = gather::gather(client, namespace, subject).await?;
     let mut draft = analysis::analyse(&facts)?;
+    // The RegistryCredentials matter only to an image nothing matches: read them then.
+    if draft.unmatched {
+        facts.credentials = gather::credentials(client, namespace).await;
+        if !facts.credentials.is_empty() {
+            draft = analysis::analyse(&facts)?;
+        }
+    }
     if let Some(checker) = checker {
         let checks = std::mem::take(&mut draft.checks);
         for wanted in &checks {

@@ -190,6 +190,22 @@ fn no_matching_entry_names_the_near_misses() {
 }
 
 #[test]
+fn the_credentials_are_wanted_only_for_an_image_nothing_matches() {
+    let matched = facts(
+        Some(pod(IMAGE, &["regcred"])),
+        None,
+        vec![("regcred", pull_secret("registry.example.com"))],
+    );
+    assert!(!analyse(&matched).unwrap().unmatched);
+    let unmatched = facts(
+        Some(pod(IMAGE, &["regcred"])),
+        None,
+        vec![("regcred", pull_secret("quay.io"))],
+    );
+    assert!(analyse(&unmatched).unwrap().unmatched);
+}
+
+#[test]
 fn a_credential_that_leaves_the_namespace_out_is_named() {
     let mut f = facts(Some(pod(IMAGE, &[])), Some(sa(&[])), vec![]);
     f.credentials = vec![
