@@ -7,10 +7,7 @@ use std::{
 };
 
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use kube::{
-    Client, ResourceExt,
-    runtime::{events::Recorder, reflector::ObjectRef},
-};
+use kube::{Client, ResourceExt, runtime::reflector::ObjectRef};
 
 use crate::{
     api::NamespaceFailure,
@@ -28,7 +25,8 @@ pub(crate) const CONFLICT_RECHECK: Duration = Duration::from_secs(60);
 pub(crate) struct Context {
     pub(crate) client: Client,
     pub(crate) caches: Caches,
-    pub(crate) recorder: Recorder,
+    /// Events, recorded in order by a task of their own.
+    pub(crate) events: crate::controller::events::EventQueue,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) settings: Settings,
     pub(crate) secret_writes: Arc<Overlay<Secret>>,

@@ -1,11 +1,15 @@
-//! The controller's Events: one Recorder for the process (so that repeats aggregate), one Event
-//! per finding while it lasts, and notes cut to what the API accepts.
+//! The controller's Events: one Recorder for the process (so that repeats aggregate), fed by a
+//! queue that one task drains in order, so that a pass never waits for the API server to record an
+//! Event; one Event per finding while it lasts, and notes cut to what the API accepts.
+
+use std::future::Future;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
     Resource, ResourceExt,
-    runtime::events::{Event, EventType},
+    runtime::events::{Event, EventType, Recorder},
 };
+use tokio::sync::mpsc;
 use tracing::warn;
 
 use crate::{
@@ -14,11 +18,40 @@ use crate::{
 };
 
 /// One Warning Event per Secret found carrying our labels without being ours, while it lasts.
-pub(super) async fn report_unowned(
-    ctx: &Context,
-    rc: &RegistryCredential,
-    unowned: &[NamespaceFailure],
-) {
+/// Events waiting to be recorded, in the order they were published. Bounded: while the API server
+/// does not take Events, the newest are dropped (and logged) rather than kept without limit.
+pub(crate) struct EventQueue {
+    tx: mpsc::Sender<(Event, ObjectReference)>,
+}
+
+impl EventQueue {
+    const CAPACITY: usize = 1024;
+
+    /// The queue and the task that records its Events; the task ends once every sender is gone
+    /// and the queue is empty.
+    pub(crate) fn start(recorder: Recorder) -> (Self, impl Future<Output = ()> + Send + 'static) {
+        let (tx, mut rx) = mpsc::channel::<(Event, ObjectReference)>(Self::CAPACITY);
+        let task = async move {
+            while let Some((event, regarding)) = rx.recv().await {
+                if let Err(e) = recorder.publish(&event, &regarding).await {
+                    warn!(regarding = ?regarding.name, reason = %event.reason, error = %e, "could not publish event");
+                }
+            }
+        };
+        (Self { tx }, task)
+    }
+
+    fn send(&self, event: Event, regarding: ObjectReference) {
+        if let Err(e) = self.tx.try_send((event, regarding)) {
+            let (event, regarding) = match e {
+                mpsc::error::TrySendError::Full(v) | mpsc::error::TrySendError::Closed(v) => v,
+            };
+            warn!(regarding = ?regarding.name, reason = %event.reason, "event dropped: too many waiting");
+        }
+    }
+}
+
+pub(super) fn report_unowned(ctx: &Context, rc: &RegistryCredential, unowned: &[NamespaceFailure]) {
     for finding in ctx.new_findings(&rc.name_any(), unowned) {
         warn!(credential = %rc.name_any(), namespace = %finding.namespace, "{}", finding.message);
         publish(
@@ -27,23 +60,22 @@ pub(super) async fn report_unowned(
             EventType::Warning,
             apply::NOT_OWNED,
             finding.message.clone(),
-        )
-        .await;
+        );
     }
 }
 
-pub(super) async fn publish(
+pub(super) fn publish(
     ctx: &Context,
     rc: &RegistryCredential,
     type_: EventType,
     reason: &str,
     note: String,
 ) {
-    publish_about(ctx, &rc.object_ref(&()), "Reconcile", type_, reason, note).await;
+    publish_about(ctx, &rc.object_ref(&()), "Reconcile", type_, reason, note);
 }
 
 /// Events go through the one Recorder of the process, so that repeats aggregate.
-pub(super) async fn publish_about(
+pub(super) fn publish_about(
     ctx: &Context,
     regarding: &ObjectReference,
     action: &str,
@@ -58,9 +90,7 @@ pub(super) async fn publish_about(
         action: action.into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, regarding).await {
-        warn!(regarding = ?regarding.name, error = %e, "could not publish event");
-    }
+    ctx.events.send(event, regarding.clone());
 }
 
 pub(super) fn truncate(mut s: String, max: usize) -> String {

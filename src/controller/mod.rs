@@ -15,7 +15,7 @@ pub(crate) mod cache;
 pub(crate) mod contests;
 pub(crate) mod context;
 pub(crate) mod error;
-mod events;
+pub(crate) mod events;
 pub(crate) mod ledger;
 mod pass;
 pub(crate) mod plan;
@@ -190,11 +190,13 @@ pub(crate) async fn run(
             instance: None,
         },
     );
+    let (events, recording) = events::EventQueue::start(recorder);
+    let recording = tokio::spawn(recording);
     let ledgers = Arc::new(Ledgers::default());
     let ctx = Arc::new(Context {
         client,
         caches: caches.clone(),
-        recorder,
+        events,
         metrics,
         settings,
         secret_writes,
@@ -324,6 +326,13 @@ pub(crate) async fn run(
             future::ready(())
         })
         .await;
+    // The Events of the last passes: recorded once the controller (and so every sender) is gone.
+    if tokio::time::timeout(Duration::from_secs(5), recording)
+        .await
+        .is_err()
+    {
+        warn!("controller stopped with Events not recorded");
+    }
     info!("controller stopped");
 }
 

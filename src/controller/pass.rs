@@ -151,8 +151,7 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
                             "less than an hour is left of the token in the copies: {}",
                             failed.message
                         ),
-                    )
-                    .await;
+                    );
                 }
                 let mut report = stalled_report(old, &secret_name, failed.reason, failed.message);
                 report.stalled = failed.configuration;
@@ -266,7 +265,7 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
     applied.adopted.extend(adopted);
     // After apply: the ServiceAccounts it reads include this pass's entries.
     let recovered = recover(ctx, rc, &ctx.view(rc), &resolved, &targets, &secret_name).await;
-    report_unowned(ctx, rc, &totals.unowned).await;
+    report_unowned(ctx, rc, &totals.unowned);
 
     if !applied.adopted.is_empty() {
         publish(
@@ -278,8 +277,7 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
                 "took over Secret {secret_name} in namespaces: {}",
                 summarize(&applied.adopted)
             ),
-        )
-        .await;
+        );
     }
 
     let skew = token.as_ref().filter(|t| t.skewed).map(|t| {
@@ -359,8 +357,7 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
             EventType::Normal,
             "Rotated",
             format!("new source content reached all {target_count} namespaces"),
-        )
-        .await;
+        );
     }
     Ok(Action::requeue(next))
 }
@@ -511,7 +508,7 @@ pub(super) async fn write_status(
             } else {
                 (EventType::Warning, "CredentialsRejected")
             };
-            publish(ctx, rc, type_, event_reason, message.clone()).await;
+            publish(ctx, rc, type_, event_reason, message.clone());
         }
     }
     let old_keys = old.and_then(|s| {
@@ -532,8 +529,7 @@ pub(super) async fn write_status(
             EventType::Warning,
             "UnmatchableRegistryKey",
             c.message.clone(),
-        )
-        .await;
+        );
     }
     if transition && !(report.reason == "Progressing" && old_ready.is_none()) {
         let type_ = if report.ready {
@@ -541,7 +537,7 @@ pub(super) async fn write_status(
         } else {
             EventType::Warning
         };
-        publish(ctx, rc, type_, &report.reason, report.message.clone()).await;
+        publish(ctx, rc, type_, &report.reason, report.message.clone());
     }
     Ok(())
 }

@@ -115,8 +115,7 @@ pub(super) async fn recover(
                             "evicted by RegistryCredential {name} so that its controller recreates it with imagePullSecrets {secret_name} (ServiceAccount {} lists it now)",
                             pod.service_account
                         ),
-                    )
-                    .await;
+                    );
                 }
                 Err(e) if status_code(&e) == Some(404) => {}
                 Err(e) => {
@@ -134,8 +133,7 @@ pub(super) async fn recover(
                                 "RegistryCredential {name} could not evict the pod to recover its pull ({}); retrying",
                                 crate::controller::error::api_message(&e)
                             ),
-                        )
-                        .await;
+                        );
                     }
                 }
             }
@@ -156,8 +154,7 @@ pub(super) async fn recover(
                         "recreate it to pick up {secret_name}: ServiceAccount {} lists it now, but the pod's imagePullSecrets were fixed when it was created{why}",
                         pod.service_account
                     ),
-                )
-                .await;
+                );
             }
         }
     }
@@ -174,7 +171,7 @@ pub(super) async fn recover(
 }
 
 /// An Event on a pod, in its namespace.
-pub(super) async fn publish_on_pod(
+pub(super) fn publish_on_pod(
     ctx: &Context,
     pod: &recovery::Candidate,
     type_: EventType,
@@ -189,5 +186,5 @@ pub(super) async fn publish_on_pod(
         uid: Some(pod.uid.clone()),
         ..Default::default()
     };
-    publish_about(ctx, &reference, "RecoverPull", type_, reason, note).await;
+    publish_about(ctx, &reference, "RecoverPull", type_, reason, note);
 }

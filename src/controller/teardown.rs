@@ -92,7 +92,7 @@ pub(super) async fn teardown(rc: &RegistryCredential, ctx: &Context) -> Result<A
             }
         }))
         .collect();
-    report_unowned(ctx, rc, &unowned).await;
+    report_unowned(ctx, rc, &unowned);
     let failures = cleaned.failures;
     if let Some(first) = failures.first() {
         return Err(Error::Finalizer {
