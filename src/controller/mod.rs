@@ -98,12 +98,13 @@ pub(crate) async fn run(
 
     // Namespaces: metadata only (labels, annotations, deletion), all of them.
     let (namespaces, ns_writer) = reflector::store();
-    let ns_events = cached_watch(
+    let ns_events = cached_watch_slimmed(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         watcher::Config::default(),
         ns_writer,
         None,
         Vec::new(),
+        slim_namespace,
     );
 
     // Our writes, laid over the caches until each watch has delivered them.
@@ -117,12 +118,13 @@ pub(crate) async fn run(
     }));
     let sas_by_credential = Arc::new(Index::new(service_accounts::credentials_recorded));
     let appeared = Arc::new(Appearances::default());
-    let sa_events = cached_watch(
+    let sa_events = cached_watch_slimmed(
         Api::<ServiceAccount>::all(client.clone()),
         watcher::Config::default(),
         sa_writer,
         Some(sa_writes.clone()),
         vec![sas_by_namespace.clone(), sas_by_credential.clone()],
+        slim_service_account,
     )
     .inspect({
         let appeared = appeared.clone();
@@ -413,9 +415,53 @@ where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
+    cached_watch_slimmed(api, config, writer, overlay, indexes, |_| {})
+}
+
+/// Only what the controller reads of an object is kept in memory: never managedFields, and of a
+/// ServiceAccount or Namespace only the annotations of this operator (under GitOps,
+/// `last-applied-configuration` alone can be kilobytes per object).
+fn keep_our_annotations(meta: &mut kube::api::ObjectMeta) {
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.retain(|k, _| k.starts_with("regcred.dev/"));
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
+fn slim_service_account(sa: &mut ServiceAccount) {
+    keep_our_annotations(&mut sa.metadata);
+    sa.metadata.labels = None;
+    sa.metadata.owner_references = None;
+    sa.metadata.finalizers = None;
+    sa.secrets = None;
+}
+
+fn slim_namespace(ns: &mut PartialObjectMeta<Namespace>) {
+    keep_our_annotations(&mut ns.metadata);
+    ns.metadata.owner_references = None;
+    ns.metadata.finalizers = None;
+}
+
+fn cached_watch_slimmed<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    writer: reflector::store::Writer<K>,
+    overlay: Option<Arc<Overlay<K>>>,
+    indexes: Vec<Arc<Index<K>>>,
+    slim: fn(&mut K),
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
     watcher(api, config.any_semantic())
         .default_backoff()
-        .modify(|o| o.meta_mut().managed_fields = None)
+        .modify(move |o| {
+            o.meta_mut().managed_fields = None;
+            slim(o);
+        })
         .reflect(writer)
         // After the store has the event: the overlay must never give up our write for a store
         // that does not hold it yet.
@@ -500,4 +546,57 @@ fn backoff(ctx: &Context, name: &str) -> Duration {
     let n = failures.entry(name.to_string()).or_insert(0);
     *n = n.saturating_add(1);
     Duration::from_secs(1u64 << (*n - 1).min(9)).min(MAX_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_service_accounts_keep_only_what_the_controller_reads() {
+        let mut sa: ServiceAccount = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "default", "namespace": "team", "uid": "u", "resourceVersion": "7",
+                "labels": {"app": "x"},
+                "annotations": {
+                    "kubectl.kubernetes.io/last-applied-configuration": "{...}",
+                    crate::api::PULL_SECRETS_ANNOTATION: "acme/acme-pull",
+                },
+            },
+            "imagePullSecrets": [{"name": "acme-pull"}, {"name": "theirs"}],
+            "secrets": [{"name": "token"}],
+        }))
+        .unwrap();
+        slim_service_account(&mut sa);
+        let annotations = sa.metadata.annotations.as_ref().unwrap();
+        assert_eq!(
+            annotations.keys().collect::<Vec<_>>(),
+            [crate::api::PULL_SECRETS_ANNOTATION]
+        );
+        assert!(sa.metadata.labels.is_none() && sa.secrets.is_none());
+        assert_eq!(sa.image_pull_secrets.as_ref().map(Vec::len), Some(2));
+        assert_eq!(sa.metadata.resource_version.as_deref(), Some("7"));
+    }
+
+    #[test]
+    fn cached_namespaces_keep_their_labels_and_our_annotations() {
+        let mut ns = PartialObjectMeta::<Namespace>::default();
+        ns.metadata.labels = Some([("team".to_string(), "a".to_string())].into());
+        ns.metadata.annotations = Some(
+            [
+                (
+                    crate::api::EXCLUDE_ANNOTATION.to_string(),
+                    "true".to_string(),
+                ),
+                ("other".to_string(), "x".repeat(4096)),
+            ]
+            .into(),
+        );
+        slim_namespace(&mut ns);
+        assert_eq!(ns.metadata.labels.as_ref().map(BTreeMap::len), Some(1));
+        assert_eq!(
+            ns.metadata.annotations.unwrap().keys().collect::<Vec<_>>(),
+            [crate::api::EXCLUDE_ANNOTATION]
+        );
+    }
 }

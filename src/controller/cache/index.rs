@@ -8,7 +8,7 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    sync::RwLock,
+    sync::{Arc, RwLock},
 };
 
 use kube::{Resource, runtime::watcher::Event};
@@ -16,16 +16,30 @@ use kube::{Resource, runtime::watcher::Event};
 /// `(namespace, name)` of an object.
 pub(crate) type Key = (String, String);
 
+/// An object's key as the index holds it: `namespace/name` in one shared allocation (neither a
+/// namespace nor the name of a ServiceAccount or Secret can hold a `/`). The set of its groups and
+/// the object-to-groups map share it, and each group name is held once.
+type Compact = Arc<str>;
+
+fn compact((ns, name): &Key) -> Compact {
+    Arc::from(format!("{ns}/{name}"))
+}
+
+fn expand(key: &str) -> Key {
+    let (ns, name) = key.split_once('/').unwrap_or(("", key));
+    (ns.to_string(), name.to_string())
+}
+
 #[derive(Default)]
 struct Groups {
-    members: HashMap<String, BTreeSet<Key>>,
+    members: HashMap<Arc<str>, BTreeSet<Compact>>,
     /// The groups each object is in, to take it out of them when it changes or goes.
-    of: HashMap<Key, Vec<String>>,
+    of: HashMap<Compact, Box<[Arc<str>]>>,
 }
 
 impl Groups {
-    fn remove(&mut self, key: &Key) {
-        for group in self.of.remove(key).into_iter().flatten() {
+    fn remove(&mut self, key: &str) {
+        for group in self.of.remove(key).into_iter().flat_map(Vec::from) {
             if let Some(members) = self.members.get_mut(&group) {
                 members.remove(key);
                 if members.is_empty() {
@@ -35,18 +49,38 @@ impl Groups {
         }
     }
 
-    fn put(&mut self, key: Key, groups: Vec<String>) {
-        self.remove(&key);
+    fn put(&mut self, key: &Key, mut groups: Vec<String>) {
+        groups.sort_unstable();
+        groups.dedup();
+        let compact_key = compact(key);
+        // Most events change nothing an index groups by (a ServiceAccount's entries, a status).
+        let unchanged = match self.of.get(&compact_key) {
+            Some(now) => now
+                .iter()
+                .map(|g| &**g)
+                .eq(groups.iter().map(String::as_str)),
+            None => groups.is_empty(),
+        };
+        if unchanged {
+            return;
+        }
+        self.remove(&compact_key);
         if groups.is_empty() {
             return;
         }
-        for group in &groups {
+        let mut shared = Vec::with_capacity(groups.len());
+        for group in groups {
+            let name = match self.members.get_key_value(group.as_str()) {
+                Some((name, _)) => name.clone(),
+                None => Arc::from(group),
+            };
             self.members
-                .entry(group.clone())
+                .entry(name.clone())
                 .or_default()
-                .insert(key.clone());
+                .insert(compact_key.clone());
+            shared.push(name);
         }
-        self.of.insert(key, groups);
+        self.of.insert(compact_key, shared.into_boxed_slice());
     }
 }
 
@@ -83,13 +117,17 @@ impl<K: Resource> Index<K> {
                 self.live
                     .write()
                     .expect("index lock")
-                    .put(key_of(obj), groups);
+                    .put(&key_of(obj), groups);
             }
-            Event::Delete(obj) => self.live.write().expect("index lock").remove(&key_of(obj)),
+            Event::Delete(obj) => self
+                .live
+                .write()
+                .expect("index lock")
+                .remove(&compact(&key_of(obj))),
             Event::Init => *self.relist.lock().expect("index lock") = Some(Groups::default()),
             Event::InitApply(obj) => {
                 if let Some(building) = self.relist.lock().expect("index lock").as_mut() {
-                    building.put(key_of(obj), (self.group_of)(obj));
+                    building.put(&key_of(obj), (self.group_of)(obj));
                 }
             }
             Event::InitDone => {
@@ -107,7 +145,7 @@ impl<K: Resource> Index<K> {
             .expect("index lock")
             .members
             .get(group)
-            .map(|m| m.iter().cloned().collect())
+            .map(|m| m.iter().map(|k| expand(k)).collect())
             .unwrap_or_default()
     }
 }
@@ -154,6 +192,22 @@ mod tests {
         assert!(index.members("y").is_empty());
         index.observe(&Event::Apply(sa("a", "default", "")));
         assert!(index.members("x").is_empty());
+    }
+
+    #[test]
+    fn repeated_groups_count_once_and_names_with_dashes_keep_their_namespace() {
+        let index = Index::new(groups);
+        index.observe(&Event::Apply(sa("team-a", "ci-bot", "x,x,y")));
+        index.observe(&Event::Apply(sa("team", "a-ci", "x")));
+        let mut x = index.members("x");
+        x.sort_unstable();
+        assert_eq!(x, [key("team", "a-ci"), key("team-a", "ci-bot")]);
+        // The same groups again: nothing moves.
+        index.observe(&Event::Apply(sa("team-a", "ci-bot", "y,x")));
+        assert_eq!(index.members("y"), [key("team-a", "ci-bot")]);
+        index.observe(&Event::Delete(sa("team-a", "ci-bot", "")));
+        assert!(index.members("y").is_empty());
+        assert_eq!(index.members("x"), [key("team", "a-ci")]);
     }
 
     #[test]
