@@ -64,6 +64,10 @@ pub(super) fn target_namespaces(ctx: &Context, selection: &Selection<'_>) -> Vec
     targets
 }
 
+/// A pass whose namespaces wait only for their `default` ServiceAccount looks again after this
+/// even if no event woke it.
+const AWAITING_RECHECK: Duration = Duration::from_secs(30);
+
 /// Those of `namespaces` that are targets, sorted (one not in the namespace cache is not).
 pub(super) fn targets_among(
     ctx: &Context,
@@ -338,6 +342,7 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
             }),
             contest_retry: ctx.contests.next_retry(&owner.name, Instant::now()),
             conflict_recheck: CONFLICT_RECHECK,
+            awaiting_recheck: AWAITING_RECHECK,
             token_refresh: token.as_ref().map(|t| t.refresh_in),
             recovery_retry: recovered.retry,
         };

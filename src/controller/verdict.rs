@@ -13,6 +13,10 @@ const CONFLICT: &str = "Conflict";
 
 /// The Ready verdict of a pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent facts the status and the schedule read, not a state machine"
+)]
 pub(crate) struct Verdict {
     pub(crate) ready: bool,
     pub(crate) reason: String,
@@ -21,6 +25,9 @@ pub(crate) struct Verdict {
     pub(crate) stalled: bool,
     /// Every failure is a Secret we may not touch: only a person can resolve it.
     pub(crate) only_conflicts: bool,
+    /// Not ready only because namespaces wait for their `default` ServiceAccount: its arrival
+    /// wakes the credential, nothing is to be retried.
+    pub(crate) waiting: bool,
     /// Target namespaces not being deleted.
     pub(crate) targets: u32,
 }
@@ -83,6 +90,7 @@ pub(crate) fn judge(totals: &Totals, note: Option<&str>) -> Verdict {
         message,
         stalled,
         only_conflicts,
+        waiting: !ready && failures.is_empty() && totals.awaiting_default_account > 0,
         targets,
     }
 }
@@ -95,6 +103,9 @@ pub(crate) struct Timers {
     pub(crate) contest_retry: Option<Duration>,
     /// How long a same-name Secret we do not manage is trusted before it is read again.
     pub(crate) conflict_recheck: Duration,
+    /// How long namespaces may wait for their `default` ServiceAccount before a pass looks again
+    /// without being woken (the account's arrival wakes it at once).
+    pub(crate) awaiting_recheck: Duration,
     /// When a minted token is to be refreshed.
     pub(crate) token_refresh: Option<Duration>,
     /// When pod recovery wants to look again.
@@ -116,6 +127,8 @@ pub(crate) fn next_pass(
         retry.min(timers.conflict_recheck) + Duration::from_secs(1)
     } else if verdict.only_conflicts {
         timers.conflict_recheck + Duration::from_secs(1)
+    } else if verdict.waiting {
+        timers.awaiting_recheck
     } else {
         backoff()
     };
@@ -150,6 +163,7 @@ mod tests {
         resync: Duration::from_secs(600),
         contest_retry: None,
         conflict_recheck: Duration::from_secs(60),
+        awaiting_recheck: Duration::from_secs(30),
         token_refresh: None,
         recovery_retry: None,
     };
@@ -194,10 +208,9 @@ mod tests {
             v.message,
             "2/3 namespaces in sync, 1 waiting for their default ServiceAccount"
         );
-        assert_eq!(
-            next_pass(&v, &TIMERS, || Duration::from_secs(1)),
-            Duration::from_secs(1)
-        );
+        // Not a failure to back off from: the account's arrival wakes the credential.
+        assert!(v.waiting);
+        assert_eq!(next_pass(&v, &TIMERS, no_backoff), Duration::from_secs(30));
     }
 
     #[test]
