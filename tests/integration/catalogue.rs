@@ -40,8 +40,8 @@ async fn malformed_source_contents() {
         auths.insert("bad key.example.com".into(), json!({"auth": b64("u:p")}));
         json!({ "auths": auths }).to_string().into_bytes()
     };
-    // Opaque (as External Secrets writes them): the API server itself refuses unparseable JSON in
-    // a Secret of type kubernetes.io/dockerconfigjson.
+    // Configs in an Opaque Secret (as External Secrets writes them): the API server itself refuses
+    // unparseable JSON in a Secret of type kubernetes.io/dockerconfigjson.
     // (case, .dockerconfigjson value, expected fragment of the message)
     let configs: Vec<(&str, Vec<u8>, &str)> = vec![
         (
