@@ -143,6 +143,17 @@ impl Tracker {
         }
     }
 
+    /// Waits until every namespace's copy holds `want`; returns the latest time one changed.
+    async fn wait_copies(&self, namespaces: &[String], what: &str, want: &[u8]) -> Instant {
+        self.wait_all(namespaces, what, |s| {
+            s.secret
+                .as_ref()
+                .filter(|(d, _)| d.as_slice() == want)
+                .map(|(_, at)| *at)
+        })
+        .await
+    }
+
     fn get(&self, ns: &str) -> NsSeen {
         self.seen
             .lock()
@@ -212,29 +223,47 @@ fn secret(ns: &str, name: &str, data: &[u8], labels: &[(&str, &str)]) -> Secret 
     }
 }
 
+/// Runs `task` on every item, `limit` at a time; panics naming `what` on the first error.
+async fn concurrently<T, Fut>(
+    items: impl IntoIterator<Item = T>,
+    limit: usize,
+    what: &str,
+    task: impl FnMut(T) -> Fut,
+) where
+    Fut: Future<Output = Result<(), kube::Error>>,
+{
+    stream::iter(items)
+        .map(task)
+        .buffer_unordered(limit)
+        .try_collect::<Vec<()>>()
+        .await
+        .expect(what);
+}
+
+/// A Namespace, labelled `bench-set=<set>` if a set is given.
+fn namespace_object(name: &str, set: Option<&str>) -> Namespace {
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: set.map(|set| [("bench-set".to_string(), set.to_string())].into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
 /// Creates `n` namespaces labelled `bench-set=<set>` and waits for their `default` ServiceAccounts.
 async fn namespaces(admin: &Client, tracker: &Tracker, set: &str, n: usize) -> Vec<String> {
     let names: Vec<String> = (0..n).map(|i| format!("{set}-{i:05}")).collect();
     let api: Api<Namespace> = Api::all(admin.clone());
-    stream::iter(names.clone())
-        .map(|name| {
-            let api = api.clone();
-            async move {
-                let ns = Namespace {
-                    metadata: ObjectMeta {
-                        name: Some(name),
-                        labels: Some([("bench-set".to_string(), set.to_string())].into()),
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                };
-                api.create(&PostParams::default(), &ns).await.map(|_| ())
-            }
-        })
-        .buffer_unordered(32)
-        .try_collect::<Vec<_>>()
-        .await
-        .expect("creating namespaces");
+    concurrently(names.clone(), 32, "creating namespaces", |name| {
+        let api = api.clone();
+        async move {
+            let ns = namespace_object(&name, Some(set));
+            api.create(&PostParams::default(), &ns).await.map(|_| ())
+        }
+    })
+    .await;
     tracker
         .wait_all(&names, "default ServiceAccounts", |s| s.sa_appeared)
         .await;
@@ -273,14 +302,8 @@ async fn fan_out(
         .create(&PostParams::default(), &credential(set, &source))
         .await
         .expect("credential");
-    let want = config_with(password);
     let secrets = tracker
-        .wait_all(names, "copies", |s| {
-            s.secret
-                .as_ref()
-                .filter(|(d, _)| *d == want)
-                .map(|(_, at)| *at)
-        })
+        .wait_copies(names, "copies", &config_with(password))
         .await;
     let listed = tracker
         .wait_all(names, "ServiceAccount entries", |s| s.sa_listed)
@@ -288,88 +311,63 @@ async fn fan_out(
     (secrets.max(listed) - t0, window.end())
 }
 
-/// The floor: a minimal client making exactly one Secret create and one ServiceAccount patch per
-/// namespace, with `concurrency` namespaces in flight.
-async fn floor_fan_out(
+/// What the floor client does per namespace.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FloorStep {
+    /// One Secret create and one ServiceAccount patch.
+    FanOut,
+    /// One Secret patch (the copies exist).
+    Rotation,
+}
+
+/// The floor: a minimal client making exactly the writes of `step` per namespace, with
+/// `concurrency` namespaces in flight. Returns the time until the watches have seen all of them.
+async fn floor_pass(
     floor: &Client,
     tracker: &Tracker,
     names: &[String],
     password: &str,
     concurrency: usize,
+    step: FloorStep,
 ) -> Duration {
     let data = config_with(password);
     let t0 = Instant::now();
-    stream::iter(names.to_vec())
-        .map(|ns| {
-            let (client, data) = (floor.clone(), data.clone());
-            async move {
-                Api::<Secret>::namespaced(client.clone(), &ns)
-                    .create(
-                        &PostParams::default(),
-                        &secret(&ns, SECRET_NAME, &data, &[("bench-floor", "true")]),
-                    )
-                    .await?;
-                Api::<ServiceAccount>::namespaced(client, &ns)
-                    .patch(
-                        "default",
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({"imagePullSecrets": [{"name": SECRET_NAME}]})),
-                    )
+    concurrently(names.to_vec(), concurrency, "floor writes", |ns| {
+        let (client, data) = (floor.clone(), data.clone());
+        async move {
+            let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+            if step == FloorStep::Rotation {
+                let patch = json!({"data": {".dockerconfigjson": ByteString(data)}});
+                return secrets
+                    .patch(SECRET_NAME, &PatchParams::default(), &Patch::Merge(patch))
                     .await
-                    .map(|_| ())
+                    .map(|_| ());
             }
-        })
-        .buffer_unordered(concurrency)
-        .try_collect::<Vec<_>>()
-        .await
-        .expect("floor writes");
-    let secrets = tracker
-        .wait_all(names, "floor copies", |s| {
-            s.secret
-                .as_ref()
-                .filter(|(d, _)| *d == data)
-                .map(|(_, at)| *at)
-        })
-        .await;
+            secrets
+                .create(
+                    &PostParams::default(),
+                    &secret(&ns, SECRET_NAME, &data, &[("bench-floor", "true")]),
+                )
+                .await?;
+            Api::<ServiceAccount>::namespaced(client, &ns)
+                .patch(
+                    "default",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"imagePullSecrets": [{"name": SECRET_NAME}]})),
+                )
+                .await
+                .map(|_| ())
+        }
+    })
+    .await;
+    let secrets = tracker.wait_copies(names, "floor copies", &data).await;
+    if step == FloorStep::Rotation {
+        return secrets - t0;
+    }
     let listed = tracker
         .wait_all(names, "floor entries", |s| s.sa_listed)
         .await;
     secrets.max(listed) - t0
-}
-
-async fn floor_rotation(
-    floor: &Client,
-    tracker: &Tracker,
-    names: &[String],
-    password: &str,
-    concurrency: usize,
-) -> Duration {
-    let data = config_with(password);
-    let t0 = Instant::now();
-    stream::iter(names.to_vec())
-        .map(|ns| {
-            let (client, data) = (floor.clone(), data.clone());
-            async move {
-                let patch = json!({"data": {".dockerconfigjson": ByteString(data)}});
-                Api::<Secret>::namespaced(client, &ns)
-                    .patch(SECRET_NAME, &PatchParams::default(), &Patch::Merge(patch))
-                    .await
-                    .map(|_| ())
-            }
-        })
-        .buffer_unordered(concurrency)
-        .try_collect::<Vec<_>>()
-        .await
-        .expect("floor updates");
-    tracker
-        .wait_all(names, "floor rotation", |s| {
-            s.secret
-                .as_ref()
-                .filter(|(d, _)| *d == data)
-                .map(|(_, at)| *at)
-        })
-        .await
-        - t0
 }
 
 /// A wall-clock window, for picking requests out of the audit log.
@@ -476,17 +474,12 @@ async fn onboard_namespaces(
     for i in 0..count {
         ticker.tick().await;
         let name = format!("{prefix}-{i:05}");
-        let ns = Namespace {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                labels: Some([("bench-set".to_string(), "fan".to_string())].into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        api.create(&PostParams::default(), &ns)
-            .await
-            .expect("namespace");
+        api.create(
+            &PostParams::default(),
+            &namespace_object(&name, Some("fan")),
+        )
+        .await
+        .expect("namespace");
         onboarded.push(name);
     }
     tracker
@@ -513,24 +506,20 @@ async fn extra_service_accounts(admin: &Client, names: &[String], extra: &[&str]
     let creates = names
         .iter()
         .flat_map(|ns| extra.iter().map(move |sa| (ns.clone(), (*sa).to_string())));
-    stream::iter(creates)
-        .map(|(ns, name)| {
-            let api: Api<ServiceAccount> = Api::namespaced(admin.clone(), &ns);
-            async move {
-                let sa = ServiceAccount {
-                    metadata: ObjectMeta {
-                        name: Some(name),
-                        ..Default::default()
-                    },
+    concurrently(creates, 32, "creating ServiceAccounts", |(ns, name)| {
+        let api: Api<ServiceAccount> = Api::namespaced(admin.clone(), &ns);
+        async move {
+            let sa = ServiceAccount {
+                metadata: ObjectMeta {
+                    name: Some(name),
                     ..Default::default()
-                };
-                api.create(&PostParams::default(), &sa).await.map(|_| ())
-            }
-        })
-        .buffer_unordered(32)
-        .try_collect::<Vec<_>>()
-        .await
-        .expect("creating ServiceAccounts");
+                },
+                ..Default::default()
+            };
+            api.create(&PostParams::default(), &sa).await.map(|_| ())
+        }
+    })
+    .await;
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -575,7 +564,7 @@ async fn main() {
     let mut best = (usize::MAX, Duration::MAX);
     for (i, c) in [8usize, 16, 32, 64, 128].into_iter().enumerate() {
         let names = namespaces(&admin, &tracker, &format!("cal{i}"), calibration).await;
-        let took = floor_fan_out(&floor, &tracker, &names, "floor-cal", c).await;
+        let took = floor_pass(&floor, &tracker, &names, "floor-cal", c, FloorStep::FanOut).await;
         eprintln!("[bench] floor calibration: concurrency {c}: {took:?} for {calibration}");
         if took < best.1 {
             best = (c, took);
@@ -584,9 +573,24 @@ async fn main() {
     let floor_c = best.0;
     put("floor_concurrency", json!(floor_c));
     let floor_names = namespaces(&admin, &tracker, "floor", n).await;
-    let fanout_floor = floor_fan_out(&floor, &tracker, &floor_names, "floor-pw-1", floor_c).await;
-    let rotation_floor =
-        floor_rotation(&floor, &tracker, &floor_names, "floor-pw-2", floor_c).await;
+    let fanout_floor = floor_pass(
+        &floor,
+        &tracker,
+        &floor_names,
+        "floor-pw-1",
+        floor_c,
+        FloorStep::FanOut,
+    )
+    .await;
+    let rotation_floor = floor_pass(
+        &floor,
+        &tracker,
+        &floor_names,
+        "floor-pw-2",
+        floor_c,
+        FloorStep::Rotation,
+    )
+    .await;
     put("fanout_floor_s", json!(fanout_floor.as_secs_f64()));
     put("rotation_floor_s", json!(rotation_floor.as_secs_f64()));
 
@@ -629,14 +633,8 @@ async fn main() {
         )
         .await
         .expect("rotating");
-    let want = config_with("pw-2");
     let rotated = tracker
-        .wait_all(&names, "rotation", |s| {
-            s.secret
-                .as_ref()
-                .filter(|(d, _)| *d == want)
-                .map(|(_, at)| *at)
-        })
+        .wait_copies(&names, "rotation", &config_with("pw-2"))
         .await;
     let rotation = rotated - t0;
     put("rotation_s", json!(rotation.as_secs_f64()));
@@ -678,41 +676,28 @@ async fn main() {
     settle(3).await;
     let rss_before = proc_status(&pid, "VmRSS:");
     let bulk = "bench-unrelated";
-    api.create(
-        &PostParams::default(),
-        &Namespace {
-            metadata: ObjectMeta {
-                name: Some(bulk.into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("namespace");
-    let payload = ByteString((0..256 * 1024).map(|i| (i * 7 % 251) as u8).collect());
-    stream::iter(0..unrelated)
-        .map(|i| {
-            let (client, payload) = (admin.clone(), payload.clone());
-            async move {
-                let s = Secret {
-                    metadata: ObjectMeta {
-                        name: Some(format!("blob-{i:05}")),
-                        ..Default::default()
-                    },
-                    data: Some([("blob".to_string(), payload)].into()),
-                    ..Default::default()
-                };
-                Api::<Secret>::namespaced(client, bulk)
-                    .create(&PostParams::default(), &s)
-                    .await
-                    .map(|_| ())
-            }
-        })
-        .buffer_unordered(8)
-        .try_collect::<Vec<_>>()
+    api.create(&PostParams::default(), &namespace_object(bulk, None))
         .await
-        .expect("unrelated Secrets");
+        .expect("namespace");
+    let payload = ByteString((0..256 * 1024).map(|i| (i * 7 % 251) as u8).collect());
+    concurrently(0..unrelated, 8, "unrelated Secrets", |i| {
+        let (client, payload) = (admin.clone(), payload.clone());
+        async move {
+            let s = Secret {
+                metadata: ObjectMeta {
+                    name: Some(format!("blob-{i:05}")),
+                    ..Default::default()
+                },
+                data: Some([("blob".to_string(), payload)].into()),
+                ..Default::default()
+            };
+            Api::<Secret>::namespaced(client, bulk)
+                .create(&PostParams::default(), &s)
+                .await
+                .map(|_| ())
+        }
+    })
+    .await;
     settle(5).await;
     let rss_after = proc_status(&pid, "VmRSS:");
     put("unrelated_secrets", json!(unrelated));
@@ -723,44 +708,31 @@ async fn main() {
     //    on: only Pending pods are watched, and of each only what recovery reads is kept.
     if pods > 0 {
         let pods_ns = "bench-pods";
-        api.create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some(pods_ns.into()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("namespace");
+        api.create(&PostParams::default(), &namespace_object(pods_ns, None))
+            .await
+            .expect("namespace");
         settle(3).await;
         let rss_before = proc_status(&pid, "VmRSS:");
         let note = "x".repeat(4096);
-        stream::iter(0..pods)
-            .map(|i| {
-                let (client, note) = (admin.clone(), note.clone());
-                async move {
-                    // Bound to a node no kubelet serves: Pending for good, like a pod waiting to pull.
-                    let pod: Pod = serde_json::from_value(json!({
-                        "metadata": {"name": format!("pod-{i:05}"), "annotations": {"note": note},
-                                     "labels": {"app": "bench"}},
-                        "spec": {"nodeName": "bench-no-kubelet", "containers": [{
-                            "name": "app", "image": "registry.example.com/bench/app:1",
-                            "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]}]}
-                    }))
-                    .unwrap();
-                    Api::<Pod>::namespaced(client, pods_ns)
-                        .create(&PostParams::default(), &pod)
-                        .await
-                        .map(|_| ())
-                }
-            })
-            .buffer_unordered(8)
-            .try_collect::<Vec<_>>()
-            .await
-            .expect("pods");
+        concurrently(0..pods, 8, "pods", |i| {
+            let (client, note) = (admin.clone(), note.clone());
+            async move {
+                // Bound to a node no kubelet serves: Pending for good, like a pod waiting to pull.
+                let pod: Pod = serde_json::from_value(json!({
+                    "metadata": {"name": format!("pod-{i:05}"), "annotations": {"note": note},
+                                 "labels": {"app": "bench"}},
+                    "spec": {"nodeName": "bench-no-kubelet", "containers": [{
+                        "name": "app", "image": "registry.example.com/bench/app:1",
+                        "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]}]}
+                }))
+                .unwrap();
+                Api::<Pod>::namespaced(client, pods_ns)
+                    .create(&PostParams::default(), &pod)
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .await;
         settle(5).await;
         let rss_off = proc_status(&pid, "VmRSS:");
         Api::<RegistryCredential>::all(admin.clone())

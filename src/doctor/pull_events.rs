@@ -35,6 +35,18 @@ pub enum PullFailure {
 }
 
 impl PullFailure {
+    /// Every kind of failure, in declaration order.
+    pub const ALL: [PullFailure; 8] = [
+        Self::AuthRefused,
+        Self::NotFound,
+        Self::Unreachable,
+        Self::Dns,
+        Self::Tls,
+        Self::Timeout,
+        Self::RateLimited,
+        Self::Other,
+    ];
+
     /// A one-line hint at the fix.
     pub(crate) fn fix(self) -> &'static str {
         match self {
@@ -387,17 +399,7 @@ mod tests {
 
     #[test]
     fn every_failure_has_a_fix() {
-        use PullFailure::*;
-        for f in [
-            AuthRefused,
-            NotFound,
-            Unreachable,
-            Dns,
-            Tls,
-            Timeout,
-            RateLimited,
-            Other,
-        ] {
+        for f in PullFailure::ALL {
             assert!(!f.fix().is_empty());
             assert!(!f.fix().contains('\n'));
             assert!(!f.to_string().is_empty());

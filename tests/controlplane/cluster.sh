@@ -53,6 +53,21 @@ stop_pid() { # name
   rm -f "$pidfile"
 }
 
+# In the current directory: a CA (ca.key, ca.crt) named CN (also used by node.sh).
+new_ca() { # cn
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -keyout ca.key -out ca.crt -subj "/CN=$1" 2>/dev/null
+}
+
+# In the current directory: NAME.key and NAME.crt for SUBJECT, signed by ca.key, with the given
+# extension lines (NAME.csr and NAME.ext are left for the caller to remove; also used by node.sh).
+signed_cert() { # name subject extension...
+  local name=$1 subject=$2
+  shift 2
+  openssl req -newkey rsa:2048 -nodes -keyout "$name.key" -out "$name.csr" -subj "$subject" 2>/dev/null
+  printf '%s\n' "$@" >"$name.ext"
+  openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile "$name.ext" -out "$name.crt" 2>/dev/null
+}
+
 # shellcheck source=tests/controlplane/node.sh
 . "$here/node.sh"
 
@@ -117,13 +132,11 @@ gen_pki() {
   mkdir -p "$pki"
   (
     cd "$pki"
-    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -keyout ca.key -out ca.crt -subj "/CN=regcred-test-ca" 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver" 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n' >apiserver.ext
-    openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile apiserver.ext -out apiserver.crt 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -keyout admin.key -out admin.csr -subj "/O=system:masters/CN=admin" 2>/dev/null
-    printf 'extendedKeyUsage=clientAuth\n' >client.ext
-    openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile client.ext -out admin.crt 2>/dev/null
+    new_ca regcred-test-ca
+    signed_cert apiserver /CN=kube-apiserver \
+      subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc \
+      extendedKeyUsage=serverAuth
+    signed_cert admin /O=system:masters/CN=admin extendedKeyUsage=clientAuth
     openssl genrsa -out sa.key 2048 2>/dev/null
     openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
     rm -f ./*.csr ./*.ext

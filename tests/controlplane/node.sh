@@ -90,10 +90,8 @@ gen_registry_pki() {
   mkdir -p "$r/pki"
   (
     cd "$r/pki"
-    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -keyout ca.key -out ca.crt -subj "/CN=regcred-local-registry-ca" 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -keyout tls.key -out tls.csr -subj "/CN=127.0.0.1" 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >tls.ext
-    openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile tls.ext -out tls.crt 2>/dev/null
+    new_ca regcred-local-registry-ca
+    signed_cert tls /CN=127.0.0.1 subjectAltName=IP:127.0.0.1,DNS:localhost extendedKeyUsage=serverAuth
     rm -f tls.csr tls.ext
     mkdir -p certs && cp ca.crt certs/ca.crt # skopeo's --cert-dir layout
     touch .done

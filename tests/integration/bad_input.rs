@@ -17,29 +17,13 @@ async fn invalid_source_content_keeps_existing_copies() {
     let src = unique("bad-src");
     let pw = password();
     let good = docker_config("registry.example.com", "robot", &pw);
-    put_secret(
-        &client,
-        &secret_object(
-            SOURCE_NS,
-            &src,
-            "Opaque",
-            &[(".dockerconfigjson", good.as_bytes())],
-        ),
-    )
-    .await;
-    let s = setup(
+    let good_data = [(".dockerconfigjson", good.as_bytes())];
+    put_source_secret(&client, &src, "Opaque", &good_data).await;
+    let (s, ns, copy) = synced_with_copy(
         &client,
         "bad-src",
-        1,
         json!({"source": {"secretRef": {"namespace": SOURCE_NS, "name": src}}}),
     )
-    .await;
-    wait_synced(&client, &s.name).await;
-    let ns = s.namespaces[0].clone();
-    // Synced can come before the operator's cache holds the new namespace (0/0 in sync).
-    let copy = wait_for("the copy", TIMEOUT, || async {
-        get_secret(&client, &ns, &s.name).await.ok_or("absent")
-    })
     .await;
 
     use base64::Engine;
@@ -73,7 +57,7 @@ async fn invalid_source_content_keeps_existing_copies() {
     ];
     for (case, data, expected) in cases {
         let data: Vec<(&str, &[u8])> = data.iter().map(|(k, v)| (*k, v.as_slice())).collect();
-        put_secret(&client, &secret_object(SOURCE_NS, &src, "Opaque", &data)).await;
+        put_source_secret(&client, &src, "Opaque", &data).await;
         let rc = wait_problem(&client, &s.name, case, "InvalidSource", expected).await;
         assert!(
             rc.status
@@ -88,30 +72,14 @@ async fn invalid_source_content_keeps_existing_copies() {
     wait_event(&client, &s.name, "InvalidSource").await;
     assert_nothing_leaked(&client, &s.name, &[&pw]).await;
 
-    put_secret(
-        &client,
-        &secret_object(
-            SOURCE_NS,
-            &src,
-            "Opaque",
-            &[(".dockerconfigjson", good.as_bytes())],
-        ),
-    )
-    .await;
+    put_source_secret(&client, &src, "Opaque", &good_data).await;
     wait_synced(&client, &s.name).await;
 }
 
 #[tokio::test]
 async fn missing_source_keeps_existing_copies() {
     let client = admin().await;
-    let s = setup(&client, "missing", 1, json!({})).await;
-    wait_synced(&client, &s.name).await;
-    let ns = s.namespaces[0].clone();
-    // Synced can come before the operator's cache holds the new namespace (0/0 in sync).
-    let copy = wait_for("the copy", TIMEOUT, || async {
-        get_secret(&client, &ns, &s.name).await.ok_or("absent")
-    })
-    .await;
+    let (s, ns, copy) = synced_with_copy(&client, "missing", json!({})).await;
     Api::<Secret>::namespaced(client.clone(), SOURCE_NS)
         .delete(&s.source, &DeleteParams::default())
         .await
@@ -130,16 +98,7 @@ async fn source_outside_allowed_namespaces_is_refused() {
     let client = admin().await;
     let elsewhere = namespace(&client, "not-allowed", &[]).await;
     let config = docker_config("registry.example.com", "robot", &password());
-    put_secret(
-        &client,
-        &secret_object(
-            &elsewhere,
-            "stolen",
-            "kubernetes.io/dockerconfigjson",
-            &[(".dockerconfigjson", config.as_bytes())],
-        ),
-    )
-    .await;
+    put_secret(&client, &pull_secret_object(&elsewhere, "stolen", &config)).await;
     let s = setup(
         &client,
         "notallowed",
@@ -163,11 +122,7 @@ async fn password_secret_key_missing_is_reported() {
     let client = admin().await;
     ensure_namespace(&client, SOURCE_NS).await;
     let token = unique("token");
-    put_secret(
-        &client,
-        &secret_object(SOURCE_NS, &token, "Opaque", &[("password", b"x")]),
-    )
-    .await;
+    put_password_secret(&client, &token, "x").await;
     let s = setup(
         &client,
         "nokey",
@@ -372,18 +327,7 @@ async fn keys_the_kubelet_cannot_match_are_reported() {
     let write = |config: String| {
         let client = client.clone();
         let src = src.clone();
-        async move {
-            put_secret(
-                &client,
-                &secret_object(
-                    SOURCE_NS,
-                    &src,
-                    "kubernetes.io/dockerconfigjson",
-                    &[(".dockerconfigjson", config.as_bytes())],
-                ),
-            )
-            .await
-        }
+        async move { put_secret(&client, &pull_secret_object(SOURCE_NS, &src, &config)).await }
     };
     write(odd).await;
     let s = setup(

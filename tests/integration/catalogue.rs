@@ -23,14 +23,7 @@ fn b64(text: &str) -> String {
 #[tokio::test]
 async fn malformed_source_contents() {
     let client = admin().await;
-    let s = setup(&client, "cat-src", 1, json!({})).await;
-    wait_synced(&client, &s.name).await;
-    let ns = s.namespaces[0].clone();
-    // Synced can come before the operator's cache holds the new namespace (0/0 in sync).
-    let copy = wait_for("the copy", TIMEOUT, || async {
-        get_secret(&client, &ns, &s.name).await.ok_or("absent")
-    })
-    .await;
+    let (s, ns, copy) = synced_with_copy(&client, "cat-src", json!({})).await;
     let pw = password();
     let entry = |key: &str, value: serde_json::Value| {
         json!({"auths": {key: value}}).to_string().into_bytes()
@@ -47,151 +40,93 @@ async fn malformed_source_contents() {
         auths.insert("bad key.example.com".into(), json!({"auth": b64("u:p")}));
         json!({ "auths": auths }).to_string().into_bytes()
     };
-    // Opaque (as External Secrets writes them): the API server itself refuses unparseable JSON in
-    // a Secret of type kubernetes.io/dockerconfigjson.
-    const DCJ: &str = "Opaque";
-    // (case, type, key, value, expected fragment of the message)
-    let cases: Vec<(&str, &str, &str, Vec<u8>, &str)> = vec![
+    // Configs in an Opaque Secret (as External Secrets writes them): the API server itself refuses
+    // unparseable JSON in a Secret of type kubernetes.io/dockerconfigjson.
+    // (case, .dockerconfigjson value, expected fragment of the message)
+    let configs: Vec<(&str, Vec<u8>, &str)> = vec![
         (
             "invalid UTF-8",
-            DCJ,
-            ".dockerconfigjson",
             b"{\"auths\":{\"r.io\":{\"auth\":\"\xff\xfe\"}}}".to_vec(),
             "not valid UTF-8",
         ),
-        (
-            "empty value",
-            DCJ,
-            ".dockerconfigjson",
-            Vec::new(),
-            "not valid JSON",
-        ),
-        (
-            "JSON array",
-            DCJ,
-            ".dockerconfigjson",
-            b"[]".to_vec(),
-            "not a JSON object",
-        ),
-        (
-            "JSON null",
-            DCJ,
-            ".dockerconfigjson",
-            b"null".to_vec(),
-            "not a JSON object",
-        ),
+        ("empty value", Vec::new(), "not valid JSON"),
+        ("JSON array", b"[]".to_vec(), "not a JSON object"),
+        ("JSON null", b"null".to_vec(), "not a JSON object"),
         (
             "no auths field",
-            DCJ,
-            ".dockerconfigjson",
             b"{\"credsStore\":\"desktop\"}".to_vec(),
             "no \"auths\" field",
         ),
         (
             "auths not an object",
-            DCJ,
-            ".dockerconfigjson",
             b"{\"auths\":[]}".to_vec(),
             "not a JSON object",
         ),
         (
             "entry not an object",
-            DCJ,
-            ".dockerconfigjson",
             entry("r.io", json!("robot")),
             "is not a JSON object",
         ),
         (
             "entry without credentials",
-            DCJ,
-            ".dockerconfigjson",
             entry("r.io", json!({"email": "a@b.c"})),
             "r.io",
         ),
         (
             "password not a string",
-            DCJ,
-            ".dockerconfigjson",
             entry("r.io", json!({"username": "u", "password": 12345})),
             "is not a string",
         ),
         (
             "auth not base64",
-            DCJ,
-            ".dockerconfigjson",
             entry("r.io", json!({"auth": "***not-base64***"})),
             "not valid base64",
         ),
         (
             "auth without colon",
-            DCJ,
-            ".dockerconfigjson",
             entry("r.io", json!({"auth": b64(&format!("robot{pw}"))})),
             "r.io",
         ),
-        (
-            "nesting 100000 deep",
-            DCJ,
-            ".dockerconfigjson",
-            deep,
-            "not valid JSON",
-        ),
+        ("nesting 100000 deep", deep, "not valid JSON"),
         (
             "empty registry key",
-            DCJ,
-            ".dockerconfigjson",
             entry("", json!({"auth": b64("u:p")})),
             "registry key is empty",
         ),
         (
             "control character in key",
-            DCJ,
-            ".dockerconfigjson",
             entry("r\u{7}.io", json!({"auth": b64("u:p")})),
             "control characters",
         ),
         (
             "newline after the key (the kubelet cannot parse it)",
-            DCJ,
-            ".dockerconfigjson",
             entry("r.io\n", json!({"auth": b64("u:p")})),
             "whitespace",
         ),
         (
             "port out of range",
-            DCJ,
-            ".dockerconfigjson",
             entry("r.io:99999", json!({"auth": b64("u:p")})),
             "invalid port",
         ),
         (
             "query in key",
-            DCJ,
-            ".dockerconfigjson",
             entry("r.io/?x=1", json!({"auth": b64("u:p")})),
             "query or fragment",
         ),
         (
             "credentials in the key",
-            DCJ,
-            ".dockerconfigjson",
             entry(&format!("robot:{pw}@r.io"), json!({"auth": b64("u:p")})),
             "user information",
         ),
         (
             "scheme only",
-            DCJ,
-            ".dockerconfigjson",
             entry("https://", json!({"auth": b64("u:p")})),
             "no host",
         ),
-        (
-            "one bad key among 2000",
-            DCJ,
-            ".dockerconfigjson",
-            many_bad,
-            "bad key.example.com",
-        ),
+        ("one bad key among 2000", many_bad, "bad key.example.com"),
+    ];
+    // (case, type, key, value, expected fragment of the message)
+    let others: Vec<(&str, &str, &str, Vec<u8>, &str)> = vec![
         (
             "legacy dockercfg entry not an object",
             "kubernetes.io/dockercfg",
@@ -214,6 +149,10 @@ async fn malformed_source_contents() {
             "kubernetes.io/basic-auth",
         ),
     ];
+    let cases = configs
+        .into_iter()
+        .map(|(case, value, expected)| (case, "Opaque", ".dockerconfigjson", value, expected))
+        .chain(others);
     let sources: Api<Secret> = Api::namespaced(client.clone(), SOURCE_NS);
     let mut cases_run = 0;
     for (case, type_, key, value, expected) in cases {
@@ -222,11 +161,7 @@ async fn malformed_source_contents() {
             .delete(&s.source, &DeleteParams::default())
             .await
             .unwrap_or_else(|e| panic!("{case}: deleting the source: {e}"));
-        put_secret(
-            &client,
-            &secret_object(SOURCE_NS, &s.source, type_, &[(key, value.as_slice())]),
-        )
-        .await;
+        put_source_secret(&client, &s.source, type_, &[(key, value.as_slice())]).await;
         wait_problem(&client, &s.name, case, "InvalidSource", expected).await;
         assert_copy_untouched_and_quiet(&client, &s.name, &ns, &copy).await;
         cases_run += 1;
@@ -248,14 +183,7 @@ async fn malformed_source_contents() {
 #[tokio::test]
 async fn registries_source_problems() {
     let client = admin().await;
-    let s = setup(&client, "cat-login", 1, json!({})).await;
-    wait_synced(&client, &s.name).await;
-    let ns = s.namespaces[0].clone();
-    // Synced can come before the operator's cache holds the new namespace (0/0 in sync).
-    let copy = wait_for("the copy", TIMEOUT, || async {
-        get_secret(&client, &ns, &s.name).await.ok_or("absent")
-    })
-    .await;
+    let (s, ns, copy) = synced_with_copy(&client, "cat-login", json!({})).await;
     let pw = password();
     let good = login_source(&client, "registry.example.com", &pw).await;
     let password_ref = good["registries"][0]["passwordSecretRef"].clone();
@@ -294,11 +222,7 @@ async fn registries_source_problems() {
         assert_copy_untouched_and_quiet(&client, &s.name, &ns, &copy).await;
     }
     // An empty password: a login without a password is refused, the copy stays.
-    put_secret(
-        &client,
-        &secret_object(SOURCE_NS, &token, "Opaque", &[("password", b"")]),
-    )
-    .await;
+    put_password_secret(&client, &token, "").await;
     let mut good = good;
     good["secretRef"] = serde_json::Value::Null;
     patch_spec(&client, &s.name, json!({ "source": good })).await;
@@ -349,16 +273,7 @@ async fn extreme_but_valid_sources_are_copied() {
         ("duplicate keys", &duplicate),
         ("900 KiB", &huge),
     ] {
-        put_secret(
-            &client,
-            &secret_object(
-                SOURCE_NS,
-                &s.source,
-                "kubernetes.io/dockerconfigjson",
-                &[(".dockerconfigjson", config.as_bytes())],
-            ),
-        )
-        .await;
+        put_secret(&client, &pull_secret_object(SOURCE_NS, &s.source, config)).await;
         let copy = wait_for(&format!("the copy of {case}"), TIMEOUT, || async {
             let copy = get_secret(&client, &ns, &s.name).await.unwrap();
             let want: serde_json::Value = match serde_json::from_str(config) {
@@ -423,12 +338,7 @@ async fn a_source_is_never_a_target() {
     let pw = password();
     let config = docker_config("registry.example.com", "robot", &pw);
     // Exported from a copy: it still carries our labels.
-    let mut source = secret_object(
-        SOURCE_NS,
-        &name,
-        "kubernetes.io/dockerconfigjson",
-        &[(".dockerconfigjson", config.as_bytes())],
-    );
+    let mut source = pull_secret_object(SOURCE_NS, &name, &config);
     source.metadata.labels = Some(labels(&[
         (MANAGED_BY_LABEL, "regcred-operator"),
         (CREDENTIAL_LABEL, &name),

@@ -36,28 +36,24 @@ async fn doctor(args: &[&str]) -> (i32, Value, String) {
     )
 }
 
-fn codes(report: &Value) -> Vec<String> {
-    report["images"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|i| i["problems"].as_array().cloned().unwrap_or_default())
-        .map(|p| p["code"].as_str().unwrap().to_string())
-        .collect()
+/// `doctor pod/app -n <ns> -o json`: the exit code and the report.
+async fn doctor_app(ns: &str) -> (i32, Value) {
+    let (code, report, _) = doctor(&["pod/app", "-n", ns, "-o", "json"]).await;
+    (code, report)
 }
 
 async fn pull_secret(client: &Client, ns: &str, name: &str, server: &str, pw: &str) {
     let config = docker_config(server, "robot", pw);
-    put_secret(
-        client,
-        &secret_object(
-            ns,
-            name,
-            "kubernetes.io/dockerconfigjson",
-            &[(".dockerconfigjson", config.as_bytes())],
-        ),
-    )
-    .await;
+    put_secret(client, &pull_secret_object(ns, name, &config)).await;
+}
+
+/// A pull Secret `secret` for `server` with a fresh password, and pod `app` listing it; returns the
+/// password.
+async fn app_with_pull_secret(client: &Client, ns: &str, secret: &str, server: &str) -> String {
+    let pw = password();
+    pull_secret(client, ns, secret, server, &pw).await;
+    pod_with_secrets(client, ns, "app", &[secret]).await;
+    pw
 }
 
 async fn pod_with_secrets(client: &Client, ns: &str, name: &str, secrets: &[&str]) {
@@ -83,10 +79,8 @@ async fn pod_with_secrets(client: &Client, ns: &str, name: &str, secrets: &[&str
 async fn all_good_exits_zero_and_never_prints_credentials() {
     let client = admin().await;
     let ns = namespace(&client, "doc-ok", &[]).await;
-    let pw = password();
-    pull_secret(&client, &ns, "good-pull", "registry.example.com", &pw).await;
-    pod_with_secrets(&client, &ns, "app", &["good-pull"]).await;
-    let (code, report, _) = doctor(&["pod/app", "-n", &ns, "-o", "json"]).await;
+    let pw = app_with_pull_secret(&client, &ns, "good-pull", "registry.example.com").await;
+    let (code, report) = doctor_app(&ns).await;
     assert_eq!(code, 0, "{report}");
     assert_eq!(report["ok"], true);
     assert_eq!(
@@ -110,9 +104,9 @@ async fn missing_secret_is_found() {
     let client = admin().await;
     let ns = namespace(&client, "doc-missing", &[]).await;
     pod_with_secrets(&client, &ns, "app", &["nope"]).await;
-    let (code, report, _) = doctor(&["pod/app", "-n", &ns, "-o", "json"]).await;
+    let (code, report) = doctor_app(&ns).await;
     assert_eq!(code, 1);
-    assert!(codes(&report).contains(&"SecretMissing".into()), "{report}");
+    assert!(has_problem(&report, "SecretMissing"), "{report}");
 }
 
 #[tokio::test]
@@ -123,12 +117,9 @@ async fn secret_in_another_namespace_is_named() {
     let name = unique("shared-pull");
     pull_secret(&client, &home, &name, "registry.example.com", &password()).await;
     pod_with_secrets(&client, &ns, "app", &[&name]).await;
-    let (code, report, _) = doctor(&["pod/app", "-n", &ns, "-o", "json"]).await;
+    let (code, report) = doctor_app(&ns).await;
     assert_eq!(code, 1);
-    assert!(
-        codes(&report).contains(&"SecretInOtherNamespace".into()),
-        "{report}"
-    );
+    assert!(has_problem(&report, "SecretInOtherNamespace"), "{report}");
     assert_eq!(report["secrets"][0]["foundInNamespaces"], json!([home]));
 }
 
@@ -148,20 +139,14 @@ async fn wrong_type_and_malformed_config_are_explained() {
     .await;
     put_secret(
         &client,
-        &secret_object(
-            &ns,
-            "empty",
-            "kubernetes.io/dockerconfigjson",
-            &[(".dockerconfigjson", br#"{"auths":{}}"#)],
-        ),
+        &pull_secret_object(&ns, "empty", r#"{"auths":{}}"#),
     )
     .await;
     pod_with_secrets(&client, &ns, "app", &["generic", "empty"]).await;
-    let (code, report, _) = doctor(&["pod/app", "-n", &ns, "-o", "json"]).await;
+    let (code, report) = doctor_app(&ns).await;
     assert_eq!(code, 1);
-    let c = codes(&report);
     assert!(
-        c.contains(&"WrongSecretType".into()) && c.contains(&"MalformedSecret".into()),
+        has_problem(&report, "WrongSecretType") && has_problem(&report, "MalformedSecret"),
         "{report}"
     );
 }
@@ -170,21 +155,10 @@ async fn wrong_type_and_malformed_config_are_explained() {
 async fn no_matching_entry_explains_the_near_miss() {
     let client = admin().await;
     let ns = namespace(&client, "doc-nomatch", &[]).await;
-    pull_secret(
-        &client,
-        &ns,
-        "port-pull",
-        "registry.example.com:5000",
-        &password(),
-    )
-    .await;
-    pod_with_secrets(&client, &ns, "app", &["port-pull"]).await;
-    let (code, report, _) = doctor(&["pod/app", "-n", &ns, "-o", "json"]).await;
+    app_with_pull_secret(&client, &ns, "port-pull", "registry.example.com:5000").await;
+    let (code, report) = doctor_app(&ns).await;
     assert_eq!(code, 1);
-    assert!(
-        codes(&report).contains(&"NoMatchingEntry".into()),
-        "{report}"
-    );
+    assert!(has_problem(&report, "NoMatchingEntry"), "{report}");
     let entry = &report["images"][0]["entries"][0];
     assert_eq!(entry["nearMiss"], true);
     assert!(
@@ -214,10 +188,10 @@ async fn pod_created_before_the_service_account_patch_is_detected() {
         )
         .await
         .unwrap();
-    let (code, report, _) = doctor(&["pod/app", "-n", &ns, "-o", "json"]).await;
+    let (code, report) = doctor_app(&ns).await;
     assert_eq!(code, 1);
     assert!(
-        codes(&report).contains(&"PodCreatedBeforeServiceAccountPatch".into()),
+        has_problem(&report, "PodCreatedBeforeServiceAccountPatch"),
         "{report}"
     );
     let fix = report["fix"].as_str().unwrap();
@@ -232,15 +206,7 @@ async fn pod_created_before_the_service_account_patch_is_detected() {
 async fn pull_events_are_classified() {
     let client = admin().await;
     let ns = namespace(&client, "doc-events", &[]).await;
-    pull_secret(
-        &client,
-        &ns,
-        "good-pull",
-        "registry.example.com",
-        &password(),
-    )
-    .await;
-    pod_with_secrets(&client, &ns, "app", &["good-pull"]).await;
+    app_with_pull_secret(&client, &ns, "good-pull", "registry.example.com").await;
     let event = Event {
         metadata: ObjectMeta {
             name: Some("app.pull-failed".into()),
@@ -263,13 +229,13 @@ async fn pull_events_are_classified() {
         .create(&PostParams::default(), &event)
         .await
         .unwrap();
-    let (code, report, _) = doctor(&["pod/app", "-n", &ns, "-o", "json"]).await;
+    let (code, report) = doctor_app(&ns).await;
     assert_eq!(code, 1);
     assert_eq!(
         report["images"][0]["events"][0]["classification"], "authRefused",
         "{report}"
     );
-    assert!(codes(&report).contains(&"PullFailed".into()));
+    assert!(has_problem(&report, "PullFailed"));
 }
 
 #[tokio::test]
@@ -298,7 +264,7 @@ async fn image_mode_uses_the_service_account_before_anything_is_deployed() {
     let (code, report, _) =
         doctor(&["-n", ns, "--image", "other.example.com/app", "-o", "json"]).await;
     assert_eq!(code, 1);
-    assert!(codes(&report).contains(&"NoMatchingEntry".into()));
+    assert!(has_problem(&report, "NoMatchingEntry"));
 }
 
 #[tokio::test]
@@ -312,15 +278,7 @@ async fn usage_errors_exit_two_and_kubectl_plugin_works() {
     // As a kubectl plugin: an executable named kubectl-regcred on PATH.
     let client = admin().await;
     let ns = namespace(&client, "doc-plugin", &[]).await;
-    pull_secret(
-        &client,
-        &ns,
-        "good-pull",
-        "registry.example.com",
-        &password(),
-    )
-    .await;
-    pod_with_secrets(&client, &ns, "app", &["good-pull"]).await;
+    app_with_pull_secret(&client, &ns, "good-pull", "registry.example.com").await;
     let dir = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(operator_binary(), dir.path().join("kubectl-regcred")).unwrap();
     let path = format!(

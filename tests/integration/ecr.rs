@@ -83,17 +83,14 @@ impl Moto {
 
 /// The AWS keys Secret in the source namespace.
 async fn put_keys(client: &Client, name: &str, access_key_id: &str, secret: &str) {
-    put_secret(
+    put_source_secret(
         client,
-        &secret_object(
-            SOURCE_NS,
-            name,
-            "Opaque",
-            &[
-                ("AWS_ACCESS_KEY_ID", access_key_id.as_bytes()),
-                ("AWS_SECRET_ACCESS_KEY", secret.as_bytes()),
-            ],
-        ),
+        name,
+        "Opaque",
+        &[
+            ("AWS_ACCESS_KEY_ID", access_key_id.as_bytes()),
+            ("AWS_SECRET_ACCESS_KEY", secret.as_bytes()),
+        ],
     )
     .await;
 }
@@ -447,17 +444,14 @@ async fn ecr_configuration_problems_are_reported() {
     let client = admin().await;
     ensure_namespace(&client, SOURCE_NS).await;
     let keys = unique("aws-keys");
-    put_secret(
+    put_source_secret(
         &client,
-        &secret_object(
-            SOURCE_NS,
-            &keys,
-            "Opaque",
-            &[
-                ("aws_access_key_id", b"AKIA"),
-                ("aws_secret_access_key", b"TOPSECRET-lowercase"),
-            ],
-        ),
+        &keys,
+        "Opaque",
+        &[
+            ("aws_access_key_id", b"AKIA"),
+            ("aws_secret_access_key", b"TOPSECRET-lowercase"),
+        ],
     )
     .await;
     let ecr = |credentials: serde_json::Value, endpoint: &str| json!({"region": REGION, "endpoint": endpoint, "credentials": credentials});

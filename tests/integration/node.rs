@@ -55,6 +55,13 @@ fn parse_env(text: &str) -> BTreeMap<String, String> {
 }
 
 impl LocalNode {
+    /// An admin client and the node, checked to be Ready: what every test here starts from.
+    async fn with_admin() -> (Client, LocalNode) {
+        let client = admin().await;
+        let node = LocalNode::get(&client).await;
+        (client, node)
+    }
+
     async fn get(client: &Client) -> LocalNode {
         let file = cluster_dir().join("registry.env");
         let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
@@ -101,26 +108,11 @@ impl LocalNode {
         let name = unique(prefix);
         let target = format!("{}/node-tests/{name}:1", self.registry);
         let dir = tempfile::tempdir().unwrap();
-        let auth = dir.path().join("auth.json");
-        std::fs::write(
-            &auth,
-            docker_config(&self.registry, &self.username, &self.password),
-        )
-        .unwrap();
         let certs = dir.path().join("certs");
         std::fs::create_dir_all(&certs).unwrap();
         std::fs::copy(&self.ca, certs.join("ca.crt")).unwrap();
-        let layout = distinct_image(dir.path(), &name);
-        skopeo(&[
-            "copy",
-            "--quiet",
-            "--dest-authfile",
-            auth.to_str().unwrap(),
-            "--dest-cert-dir",
-            certs.to_str().unwrap(),
-            &layout,
-            &format!("docker://{target}"),
-        ]);
+        let auth = docker_config(&self.registry, &self.username, &self.password);
+        push_distinct_image(dir.path(), &name, &target, &auth, &certs);
         target
     }
 }
@@ -151,6 +143,30 @@ fn distinct_image(dir: &std::path::Path, name: &str) -> String {
     format!("oci:{layout}:image")
 }
 
+/// Pushes [`distinct_image`] `name` (built under `dir`) to `target`, with the `auth` config (as
+/// [`docker_config`] makes) and the CA certificates in `cert_dir`.
+fn push_distinct_image(
+    dir: &std::path::Path,
+    name: &str,
+    target: &str,
+    auth: &str,
+    cert_dir: &std::path::Path,
+) {
+    let auth_file = dir.join("auth.json");
+    std::fs::write(&auth_file, auth).unwrap();
+    let layout = distinct_image(dir, name);
+    skopeo(&[
+        "copy",
+        "--quiet",
+        "--dest-authfile",
+        auth_file.to_str().unwrap(),
+        "--dest-cert-dir",
+        cert_dir.to_str().unwrap(),
+        &layout,
+        &format!("docker://{target}"),
+    ]);
+}
+
 fn skopeo(args: &[&str]) {
     let out = Command::new("skopeo")
         .args(args)
@@ -173,7 +189,7 @@ async fn registry_source(
 ) -> (Value, String) {
     ensure_namespace(client, SOURCE_NS).await;
     let token = unique("node-pw");
-    set_password_secret(client, &token, password).await;
+    put_password_secret(client, &token, password).await;
     (
         json!({"registries": [{"server": server, "username": user,
             "passwordSecretRef": {"namespace": SOURCE_NS, "name": token, "key": "password"}}]}),
@@ -181,17 +197,25 @@ async fn registry_source(
     )
 }
 
-async fn set_password_secret(client: &Client, name: &str, password: &str) {
-    put_secret(
-        client,
-        &secret_object(
-            SOURCE_NS,
-            name,
-            "Opaque",
-            &[("password", password.as_bytes())],
-        ),
-    )
-    .await;
+/// A credential with a `registries` source for the node's registry (its user, `password`) over
+/// one fresh namespace.
+async fn node_credential(client: &Client, node: &LocalNode, prefix: &str, password: &str) -> Setup {
+    let (source, _) = registry_source(client, &node.registry, &node.username, password).await;
+    setup(client, prefix, 1, json!({ "source": source })).await
+}
+
+/// [`node_credential`], then waits for `Synced` and for the namespace's `default` ServiceAccount
+/// to list the copy.
+async fn synced_node_credential(
+    client: &Client,
+    node: &LocalNode,
+    prefix: &str,
+    password: &str,
+) -> Setup {
+    let s = node_credential(client, node, prefix, password).await;
+    wait_synced(client, &s.name).await;
+    wait_sa_lists(client, &s.namespaces[0], "default", &s.name).await;
+    s
 }
 
 /// A pod on the node running `image`, with no imagePullSecrets of its own unless given.
@@ -315,16 +339,6 @@ async fn doctor(ns: &str, name: &str) -> (i32, Value, String) {
     )
 }
 
-fn codes(report: &Value) -> Vec<String> {
-    report["images"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|i| i["problems"].as_array().cloned().unwrap_or_default())
-        .map(|p| p["code"].as_str().unwrap_or_default().to_string())
-        .collect()
-}
-
 fn classifications(report: &Value) -> Vec<String> {
     report["images"][0]["events"]
         .as_array()
@@ -351,30 +365,25 @@ async fn wait_doctor_sees(ns: &str, name: &str, classification: &str) -> (Value,
     .await
 }
 
+/// Waits for the pull of pod `name` to fail and for doctor to classify the failure as
+/// `authRefused`; returns the pod's state, doctor's report and its text.
+async fn wait_pull_refused(client: &Client, ns: &str, name: &str) -> (String, Value, String) {
+    let state = wait_pull_fails(client, ns, name).await;
+    let (report, text) = wait_doctor_sees(ns, name, "authRefused").await;
+    (state, report, text)
+}
+
 #[tokio::test]
 async fn pod_pulls_the_private_image_only_through_the_operators_copy() {
-    let client = admin().await;
-    let node = LocalNode::get(&client).await;
-    let (source, _) =
-        registry_source(&client, &node.registry, &node.username, &node.password).await;
-    let s = setup(&client, "node-pull", 1, json!({ "source": source })).await;
-    wait_synced(&client, &s.name).await;
+    let (client, node) = LocalNode::with_admin().await;
+    let s = synced_node_credential(&client, &node, "node-pull", &node.password).await;
     let selected = &s.namespaces[0];
-    wait_sa_lists(&client, selected, "default", &s.name).await;
     let unselected = namespace(&client, "node-unselected", &[]).await;
 
     let image = node.own_image("pull");
     let created = run_pod(&client, &node, selected, "app", &image, &[]).await;
-    let listed: Vec<String> = created
-        .spec
-        .as_ref()
-        .and_then(|s| s.image_pull_secrets.clone())
-        .into_iter()
-        .flatten()
-        .map(|r| r.name)
-        .collect();
     assert_eq!(
-        listed,
+        pod_pull_secret_names(&created),
         vec![s.name.clone()],
         "admission copied the ServiceAccount's list"
     );
@@ -387,18 +396,14 @@ async fn pod_pulls_the_private_image_only_through_the_operators_copy() {
     // not select: refused.
     let other = node.own_image("unselected");
     run_pod(&client, &node, &unselected, "app", &other, &[]).await;
-    let state = wait_pull_fails(&client, &unselected, "app").await;
+    let (state, report, text) = wait_pull_refused(&client, &unselected, "app").await;
     assert!(
         !state.contains(&node.password),
         "the pod status carries no credentials"
     );
-    let (report, text) = wait_doctor_sees(&unselected, "app", "authRefused").await;
+    assert!(has_problem(&report, "PullFailed"), "{report}");
     assert!(
-        codes(&report).contains(&"PullFailed".to_string()),
-        "{report}"
-    );
-    assert!(
-        codes(&report).contains(&"NamespaceNotSelected".to_string()),
+        has_problem(&report, "NamespaceNotSelected"),
         "doctor names the credential that does not select the namespace: {report}"
     );
     assert!(text.contains(&s.name), "{text}");
@@ -407,19 +412,14 @@ async fn pod_pulls_the_private_image_only_through_the_operators_copy() {
 
 #[tokio::test]
 async fn wrong_password_is_refused_by_the_registry_and_doctor_says_so() {
-    let client = admin().await;
-    let node = LocalNode::get(&client).await;
+    let (client, node) = LocalNode::with_admin().await;
     let wrong = password();
-    let (source, _) = registry_source(&client, &node.registry, &node.username, &wrong).await;
-    let s = setup(&client, "node-wrong", 1, json!({ "source": source })).await;
-    wait_synced(&client, &s.name).await;
+    let s = synced_node_credential(&client, &node, "node-wrong", &wrong).await;
     let ns = &s.namespaces[0];
-    wait_sa_lists(&client, ns, "default", &s.name).await;
 
     let image = node.own_image("wrong");
     run_pod(&client, &node, ns, "app", &image, &[]).await;
-    wait_pull_fails(&client, ns, "app").await;
-    let (report, text) = wait_doctor_sees(ns, "app", "authRefused").await;
+    let (_, report, text) = wait_pull_refused(&client, ns, "app").await;
     let messages = report["images"][0]["events"].to_string();
     assert!(
         messages.contains("401 Unauthorized"),
@@ -432,17 +432,12 @@ async fn wrong_password_is_refused_by_the_registry_and_doctor_says_so() {
 
 #[tokio::test]
 async fn missing_pull_secret_fails_the_pull_and_doctor_names_it() {
-    let client = admin().await;
-    let node = LocalNode::get(&client).await;
+    let (client, node) = LocalNode::with_admin().await;
     let ns = namespace(&client, "node-missing", &[]).await;
     let image = node.own_image("missing");
     run_pod(&client, &node, &ns, "app", &image, &["not-there"]).await;
-    wait_pull_fails(&client, &ns, "app").await;
-    let (report, _) = wait_doctor_sees(&ns, "app", "authRefused").await;
-    assert!(
-        codes(&report).contains(&"SecretMissing".to_string()),
-        "{report}"
-    );
+    let (_, report, _) = wait_pull_refused(&client, &ns, "app").await;
+    assert!(has_problem(&report, "SecretMissing"), "{report}");
     assert_eq!(
         report["images"][0]["problems"][0]["code"], "SecretMissing",
         "the cause comes first: {report}"
@@ -451,30 +446,16 @@ async fn missing_pull_secret_fails_the_pull_and_doctor_names_it() {
 
 #[tokio::test]
 async fn secret_in_another_namespace_fails_the_pull_and_doctor_names_the_namespace() {
-    let client = admin().await;
-    let node = LocalNode::get(&client).await;
+    let (client, node) = LocalNode::with_admin().await;
     let home = namespace(&client, "node-home", &[]).await;
     let ns = namespace(&client, "node-elsewhere", &[]).await;
     let name = unique("pull");
     let config = docker_config(&node.registry, &node.username, &node.password);
-    put_secret(
-        &client,
-        &secret_object(
-            &home,
-            &name,
-            "kubernetes.io/dockerconfigjson",
-            &[(".dockerconfigjson", config.as_bytes())],
-        ),
-    )
-    .await;
+    put_secret(&client, &pull_secret_object(&home, &name, &config)).await;
     let image = node.own_image("elsewhere");
     run_pod(&client, &node, &ns, "app", &image, &[&name]).await;
-    wait_pull_fails(&client, &ns, "app").await;
-    let (report, _) = wait_doctor_sees(&ns, "app", "authRefused").await;
-    assert!(
-        codes(&report).contains(&"SecretInOtherNamespace".to_string()),
-        "{report}"
-    );
+    let (_, report, _) = wait_pull_refused(&client, &ns, "app").await;
+    assert!(has_problem(&report, "SecretInOtherNamespace"), "{report}");
     assert_eq!(report["secrets"][0]["foundInNamespaces"], json!([home]));
 }
 
@@ -506,14 +487,9 @@ async fn wait_image_on_node(client: &Client, node: &LocalNode, image: &str) {
 
 #[tokio::test]
 async fn image_already_on_the_node_is_refused_to_a_pod_without_valid_credentials() {
-    let client = admin().await;
-    let node = LocalNode::get(&client).await;
-    let (source, _) =
-        registry_source(&client, &node.registry, &node.username, &node.password).await;
-    let s = setup(&client, "node-cached", 1, json!({ "source": source })).await;
-    wait_synced(&client, &s.name).await;
+    let (client, node) = LocalNode::with_admin().await;
+    let s = synced_node_credential(&client, &node, "node-cached", &node.password).await;
     let selected = &s.namespaces[0];
-    wait_sa_lists(&client, selected, "default", &s.name).await;
     let image = node.own_image("cached");
     run_pod(&client, &node, selected, "first", &image, &[]).await;
     wait_running(&client, selected, "first").await;
@@ -523,10 +499,9 @@ async fn image_already_on_the_node_is_refused_to_a_pod_without_valid_credentials
     // registry refuses, although the image is right there.
     let unselected = namespace(&client, "node-cached-other", &[]).await;
     run_pod(&client, &node, &unselected, "second", &image, &[]).await;
-    wait_pull_fails(&client, &unselected, "second").await;
-    let (report, text) = wait_doctor_sees(&unselected, "second", "authRefused").await;
+    let (_, report, text) = wait_pull_refused(&client, &unselected, "second").await;
     assert!(
-        codes(&report).contains(&"CachedImageNeedsCredentials".to_string()),
+        has_problem(&report, "CachedImageNeedsCredentials"),
         "{report}"
     );
     assert!(
@@ -564,25 +539,14 @@ impl Drop for Trusted {
 /// Pushes an image of its own into a registry of the test's own.
 fn push_to(registry: &TestRegistry, password: &str, target: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let auth = dir.path().join("auth.json");
-    std::fs::write(&auth, docker_config(&registry.addr(), "robot", password)).unwrap();
-    let layout = distinct_image(dir.path(), &unique("rotate"));
-    skopeo(&[
-        "copy",
-        "--quiet",
-        "--dest-authfile",
-        auth.to_str().unwrap(),
-        "--dest-cert-dir",
-        registry.cert_dir().to_str().unwrap(),
-        &layout,
-        &format!("docker://{target}"),
-    ]);
+    let auth = docker_config(&registry.addr(), "robot", password);
+    let name = unique("rotate");
+    push_distinct_image(dir.path(), &name, target, &auth, &registry.cert_dir());
 }
 
 #[tokio::test]
 async fn after_a_rotation_new_pods_pull_and_running_pods_are_untouched() {
-    let client = admin().await;
-    let node = LocalNode::get(&client).await;
+    let (client, node) = LocalNode::with_admin().await;
     let old = password();
     let mut registry = TestRegistry::start("robot", &old);
     let _trusted = Trusted::new(&node, &registry);
@@ -608,7 +572,7 @@ async fn after_a_rotation_new_pods_pull_and_running_pods_are_untouched() {
     // The registry changes the password, and so does the source.
     let new = password();
     registry.set_password("robot", &new);
-    set_password_secret(&client, &token, &new).await;
+    put_password_secret(&client, &token, &new).await;
     wait_copy(&client, ns, &s.name, &new).await;
 
     // A new image, and the image the old pod runs: both pull with the rotated copy (the second
@@ -637,8 +601,7 @@ async fn after_a_rotation_new_pods_pull_and_running_pods_are_untouched() {
 /// is reported and stays.
 #[tokio::test]
 async fn a_deployment_that_failed_before_the_credential_came_recovers_and_a_bare_pod_is_reported() {
-    let client = admin().await;
-    let node = LocalNode::get(&client).await;
+    let (client, node) = LocalNode::with_admin().await;
     let key = unique("node-rec");
     let ns = namespace(&client, "node-rec", &[]).await;
     let image = node.own_image("recover");
@@ -657,11 +620,8 @@ async fn a_deployment_that_failed_before_the_credential_came_recovers_and_a_bare
     run_pod(&client, &node, &ns, "bare", &image, &[]).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let first = wait_for("the Deployment's pod", POD_TIMEOUT, || async {
-        let list = pods
-            .list(&kube::api::ListParams::default().labels("app=web"))
-            .await
-            .map_err(|e| e.to_string())?;
-        list.items
+        web_pods(&pods)
+            .await?
             .into_iter()
             .next()
             .map(|p| p.metadata.name.unwrap_or_default())
@@ -686,11 +646,8 @@ async fn a_deployment_that_failed_before_the_credential_came_recovers_and_a_bare
         "a new pod of the Deployment Running",
         POD_TIMEOUT,
         || async {
-            let list = pods
-                .list(&kube::api::ListParams::default().labels("app=web"))
-                .await
-                .map_err(|e| e.to_string())?;
-            list.items
+            web_pods(&pods)
+                .await?
                 .into_iter()
                 .find(|p| {
                     p.metadata.name.as_deref() != Some(&first) && container_state(p) == "Running"
@@ -699,15 +656,8 @@ async fn a_deployment_that_failed_before_the_credential_came_recovers_and_a_bare
         },
     )
     .await;
-    let listed: Vec<String> = running
-        .spec
-        .and_then(|s| s.image_pull_secrets)
-        .into_iter()
-        .flatten()
-        .map(|r| r.name)
-        .collect();
     assert_eq!(
-        listed,
+        pod_pull_secret_names(&running),
         [name.as_str()],
         "the new pod got the copy at admission"
     );
@@ -732,25 +682,24 @@ async fn a_deployment_that_failed_before_the_credential_came_recovers_and_a_bare
             .ok_or_else(|| "no Event yet".to_string())
     })
     .await;
-    wait_for("podsAwaitingRecovery 1 (the bare pod)", TIMEOUT, || async {
-        let n = credential(&client, &name)
-            .await
-            .status
-            .map(|s| s.pods_awaiting_recovery);
-        if n == Some(1) { Ok(()) } else { Err(n) }
-    })
-    .await;
+    // The bare pod.
+    wait_awaiting(&client, &name, 1).await;
+}
+
+/// The pods of the Deployment `web`.
+async fn web_pods(pods: &Api<Pod>) -> Result<Vec<Pod>, String> {
+    pods.list(&kube::api::ListParams::default().labels("app=web"))
+        .await
+        .map(|list| list.items)
+        .map_err(|e| e.to_string())
 }
 
 /// A pod that lists a pull secret of its own (for another registry) gets no entries from its
 /// ServiceAccount; the admission policy appends the operator's copy, and the pod pulls and runs.
 #[tokio::test]
 async fn a_pod_with_pull_secrets_of_its_own_gets_ours_at_admission_and_runs() {
-    let client = admin().await;
-    let node = LocalNode::get(&client).await;
-    let (source, _) =
-        registry_source(&client, &node.registry, &node.username, &node.password).await;
-    let s = setup(&client, "node-inject", 1, json!({ "source": source })).await;
+    let (client, node) = LocalNode::with_admin().await;
+    let s = node_credential(&client, &node, "node-inject", &node.password).await;
     let ns = &s.namespaces[0];
     wait_copy_exists(&client, ns, &s.name).await;
     wait_sa_lists(&client, ns, "default", &s.name).await;
@@ -759,14 +708,7 @@ async fn a_pod_with_pull_secrets_of_its_own_gets_ours_at_admission_and_runs() {
     let pod = wait_for("the copy injected at admission", TIMEOUT, || async {
         let name = unique("own");
         let pod = run_pod(&client, &node, ns, &name, &image, &["other-registry"]).await;
-        let listed: Vec<String> = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.image_pull_secrets.clone())
-            .into_iter()
-            .flatten()
-            .map(|r| r.name)
-            .collect();
+        let listed = pod_pull_secret_names(&pod);
         if listed.len() == 2 {
             Ok((name, listed))
         } else {

@@ -26,6 +26,14 @@ fn by_identity(docs: Vec<serde_yaml_ng::Value>) -> BTreeMap<String, serde_yaml_n
         .collect()
 }
 
+/// `helm template <release> <chart> --namespace <ns> <args>`: the rendered YAML.
+async fn helm_template(release: &str, ns: &str, args: &[&str]) -> String {
+    let chart = chart_dir();
+    let mut all = vec!["template", release, &chart, "--namespace", ns];
+    all.extend_from_slice(args);
+    run_ok("helm", &all, None).await
+}
+
 #[tokio::test]
 async fn helm_lint_passes() {
     run_ok("helm", &["lint", "--strict", &chart_dir()], None).await;
@@ -42,18 +50,10 @@ async fn helm_and_kustomize_render_the_same_objects() {
         .await,
     ));
     let helm = by_identity(yaml_documents(
-        &run_ok(
-            "helm",
-            &[
-                "template",
-                "regcred-operator",
-                &chart_dir(),
-                "--namespace",
-                "regcred-system",
-                "--include-crds",
-                "--skip-tests",
-            ],
-            None,
+        &helm_template(
+            "regcred-operator",
+            "regcred-system",
+            &["--include-crds", "--skip-tests"],
         )
         .await,
     ));
@@ -106,14 +106,10 @@ async fn helm_rendering_installs_and_values_apply() {
     let ns = unique("helm");
     ensure_namespace(&client, &ns).await;
     let release = unique("rel");
-    let rendered = run_ok(
-        "helm",
+    let rendered = helm_template(
+        &release,
+        &ns,
         &[
-            "template",
-            &release,
-            &chart_dir(),
-            "--namespace",
-            &ns,
             "--set",
             "replicaCount=3",
             "--set",
@@ -124,7 +120,6 @@ async fn helm_rendering_installs_and_values_apply() {
             "logFormat=text",
             "--skip-tests",
         ],
-        None,
     )
     .await;
     let objects = by_identity(yaml_documents(&rendered));
@@ -164,18 +159,10 @@ async fn helm_rendering_installs_and_values_apply() {
     .await;
     assert_eq!(names.lines().count(), 4, "{names}");
 
-    let monitored = run_ok(
-        "helm",
-        &[
-            "template",
-            &release,
-            &chart_dir(),
-            "--namespace",
-            &ns,
-            "--set",
-            "metrics.serviceMonitor.enabled=true",
-        ],
-        None,
+    let monitored = helm_template(
+        &release,
+        &ns,
+        &["--set", "metrics.serviceMonitor.enabled=true"],
     )
     .await;
     assert!(
@@ -197,20 +184,7 @@ async fn helm_rendering_installs_and_values_apply() {
             .unwrap();
         assert!(condition.contains(&user), "{condition}");
     }
-    let without = run_ok(
-        "helm",
-        &[
-            "template",
-            &release,
-            &chart_dir(),
-            "--namespace",
-            &ns,
-            "--set",
-            "admissionPolicies.enabled=false",
-        ],
-        None,
-    )
-    .await;
+    let without = helm_template(&release, &ns, &["--set", "admissionPolicies.enabled=false"]).await;
     assert!(!yaml_documents(&without).iter().any(|d| {
         d["kind"]
             .as_str()

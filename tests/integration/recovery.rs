@@ -122,17 +122,6 @@ async fn wait_pod_event(client: &Client, ns: &str, pod: &str, reason: &str) -> E
     .await
 }
 
-async fn wait_awaiting(client: &Client, name: &str, want: u32) {
-    wait_for(&format!("podsAwaitingRecovery {want}"), TIMEOUT, || async {
-        let got = credential(client, name)
-            .await
-            .status
-            .map(|s| s.pods_awaiting_recovery);
-        if got == Some(want) { Ok(()) } else { Err(got) }
-    })
-    .await;
-}
-
 async fn pod_exists(client: &Client, ns: &str, name: &str) -> bool {
     Api::<Pod>::namespaced(client.clone(), ns)
         .get_opt(name)
@@ -148,6 +137,18 @@ async fn evicted(client: &Client, ns: &str, name: &str) -> bool {
         .await
         .expect("reading pod")
         .is_none_or(|p| p.metadata.deletion_timestamp.is_some())
+}
+
+/// Waits until pod `name` is [`evicted`].
+async fn wait_evicted(client: &Client, ns: &str, name: &str, what: &str) {
+    wait_for(what, TIMEOUT, || async {
+        if evicted(client, ns, name).await {
+            Ok(())
+        } else {
+            Err("still there")
+        }
+    })
+    .await;
 }
 
 /// A namespace whose pods fail before the credential selects it; the credential's source covers
@@ -244,14 +245,7 @@ async fn evict_recovers_a_controlled_pod_and_only_reports_a_bare_one() {
         &[("web", Some("ReplicaSet")), ("bare", None)],
     )
     .await;
-    wait_for("the ReplicaSet's pod to be evicted", TIMEOUT, || async {
-        if evicted(&client, &ns, "web").await {
-            Ok(())
-        } else {
-            Err("still there")
-        }
-    })
-    .await;
+    wait_evicted(&client, &ns, "web", "the ReplicaSet's pod to be evicted").await;
     wait_pod_event(&client, &ns, "web", "EvictedForPullSecret").await;
     let event = wait_pod_event(&client, &ns, "bare", "RecreateToPull").await;
     assert!(
@@ -401,16 +395,11 @@ async fn a_refused_eviction_is_retried_never_forced() {
         .delete(&policy_name, &Default::default())
         .await
         .unwrap();
-    wait_for(
+    wait_evicted(
+        &client,
+        &ns,
+        "web",
         "the pod evicted on a retry, through its budget",
-        TIMEOUT,
-        || async {
-            if evicted(&client, &ns, "web").await {
-                Ok(())
-            } else {
-                Err("still there")
-            }
-        },
     )
     .await;
     wait_awaiting(&client, &name, 0).await;
@@ -485,14 +474,7 @@ async fn a_pod_with_its_own_pull_secrets_gets_ours_at_admission() {
     let injected = wait_for("the copy injected at admission", TIMEOUT, || async {
         let name = unique("own");
         let pod = create_pod(&client, &ns, &name, &["other-registry"], None).await;
-        let names: Vec<String> = pod
-            .spec
-            .unwrap()
-            .image_pull_secrets
-            .unwrap_or_default()
-            .into_iter()
-            .map(|r| r.name)
-            .collect();
+        let names = pod_pull_secret_names(&pod);
         if names.len() > 1 {
             Ok(names)
         } else {
@@ -502,16 +484,8 @@ async fn a_pod_with_its_own_pull_secrets_gets_ours_at_admission() {
     .await;
     assert_eq!(injected, ["other-registry", s.name.as_str()]);
     let plain = create_pod(&client, &ns, "plain", &[], None).await;
-    let names: Vec<String> = plain
-        .spec
-        .unwrap()
-        .image_pull_secrets
-        .unwrap_or_default()
-        .into_iter()
-        .map(|r| r.name)
-        .collect();
     assert_eq!(
-        names,
+        pod_pull_secret_names(&plain),
         [s.name.as_str()],
         "from the ServiceAccount, not twice"
     );

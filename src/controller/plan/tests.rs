@@ -11,6 +11,21 @@ struct FakeView {
     sources: HashMap<(String, String), String>,
 }
 
+impl FakeView {
+    /// A view of these Secrets and ServiceAccounts, with no conflict or source on record.
+    fn of(secrets: Vec<Arc<Secret>>, sas: Vec<Arc<ServiceAccount>>) -> Self {
+        FakeView {
+            secrets,
+            sas,
+            ..Default::default()
+        }
+    }
+}
+
+fn key(ns: &str, name: &str) -> (String, String) {
+    (ns.to_string(), name.to_string())
+}
+
 fn ns_of<K: kube::Resource>(o: &K) -> &str {
     o.meta().namespace.as_deref().unwrap_or_default()
 }
@@ -51,15 +66,11 @@ impl View for FakeView {
             .collect()
     }
     fn known_conflict(&self, namespace: &str, name: &str) -> Option<Option<String>> {
-        self.conflicts
-            .get(&(namespace.to_string(), name.to_string()))
-            .cloned()
+        self.conflicts.get(&key(namespace, name)).cloned()
     }
 
     fn source_of(&self, namespace: &str, name: &str) -> Option<String> {
-        self.sources
-            .get(&(namespace.to_string(), name.to_string()))
-            .cloned()
+        self.sources.get(&key(namespace, name)).cloned()
     }
 }
 
@@ -98,6 +109,12 @@ fn sa(ns: &str, name: &str, entries: &[&str], annotation: Option<&str>) -> Arc<S
     })
 }
 
+/// An account listing `others` and then our `acme-pull`, with the annotation that records our entry.
+fn listing_ours(ns: &str, name: &str, others: &[&str]) -> Arc<ServiceAccount> {
+    let entries: Vec<&str> = others.iter().copied().chain(["acme-pull"]).collect();
+    sa(ns, name, &entries, Some("acme/acme-pull"))
+}
+
 fn desired<'a>(targets: &'a [String], sas: &'a [String]) -> Desired<'a> {
     // Leak the owner for brevity in tests.
     let owner: &'static Owner = Box::leak(Box::new(owner()));
@@ -115,14 +132,42 @@ fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(std::string::ToString::to_string).collect()
 }
 
+/// The sync plan of `acme-pull` over the `targets`, selecting the accounts `sas`, in the whole
+/// cluster or (`within`) in those namespaces only.
+fn sync_within(view: &FakeView, targets: &[&str], sas: &[&str], within: Option<&[&str]>) -> Plan {
+    let (targets, sas) = (strings(targets), strings(sas));
+    let within: Option<BTreeSet<String>> = within.map(|w| strings(w).into_iter().collect());
+    sync(
+        &Desired {
+            within: within.as_ref(),
+            ..desired(&targets, &sas)
+        },
+        view,
+    )
+}
+
+/// The sync plan over the whole cluster.
+fn sync_all(view: &FakeView, targets: &[&str], sas: &[&str]) -> Plan {
+    sync_within(view, targets, sas, None)
+}
+
+/// The names an account lists after an edit.
+fn entry_names(change: &SaChange) -> Vec<String> {
+    change
+        .edit
+        .image_pull_secrets
+        .iter()
+        .map(|r| r.name.clone())
+        .collect()
+}
+
 #[test]
 fn new_namespace_gets_create_and_default_sa_edit() {
-    let view = FakeView {
-        sas: vec![sa("a", "default", &[], None), sa("a", "builder", &[], None)],
-        ..Default::default()
-    };
-    let (targets, sas) = (strings(&["a"]), strings(&["default"]));
-    let plan = sync(&desired(&targets, &sas), &view);
+    let view = FakeView::of(
+        vec![],
+        vec![sa("a", "default", &[], None), sa("a", "builder", &[], None)],
+    );
+    let plan = sync_all(&view, &["a"], &["default"]);
     assert!(matches!(plan.targets[0].secret, SecretStep::Create));
     assert_eq!(
         plan.targets[0].edits.len(),
@@ -143,18 +188,11 @@ fn new_namespace_gets_create_and_default_sa_edit() {
 #[test]
 fn converged_state_plans_no_writes() {
     let data = b"{\"auths\":{}}";
-    let view = FakeView {
-        secrets: vec![ours("a", "acme-pull", data)],
-        sas: vec![sa(
-            "a",
-            "default",
-            &["x", "acme-pull"],
-            Some("acme/acme-pull"),
-        )],
-        ..Default::default()
-    };
-    let (targets, sas) = (strings(&["a"]), strings(&["default"]));
-    let plan = sync(&desired(&targets, &sas), &view);
+    let view = FakeView::of(
+        vec![ours("a", "acme-pull", data)],
+        vec![listing_ours("a", "default", &["x"])],
+    );
+    let plan = sync_all(&view, &["a"], &["default"]);
     assert!(matches!(plan.targets[0].secret, SecretStep::InSync));
     assert_eq!(plan.writes(), 0);
     assert_eq!(plan.targets[0].listing_service_accounts, 1);
@@ -162,12 +200,8 @@ fn converged_state_plans_no_writes() {
 
 #[test]
 fn changed_content_is_an_update_with_uid_precondition() {
-    let view = FakeView {
-        secrets: vec![ours("a", "acme-pull", b"old")],
-        ..Default::default()
-    };
-    let (targets, sas) = (strings(&["a"]), strings(&[]));
-    let plan = sync(&desired(&targets, &sas), &view);
+    let view = FakeView::of(vec![ours("a", "acme-pull", b"old")], vec![]);
+    let plan = sync_all(&view, &["a"], &[]);
     assert!(
         matches!(&plan.targets[0].secret, SecretStep::Update { current } if current.metadata.uid.as_deref() == Some("a-acme-pull-uid"))
     );
@@ -181,20 +215,13 @@ fn a_source_is_never_written_adopted_or_deleted() {
         secrets: vec![ours("a", "acme-pull", b"old"), ours("b", "acme-pull", b"x")],
         sas: vec![sa("a", "default", &[], None)],
         sources: [
-            (
-                ("a".to_string(), "acme-pull".to_string()),
-                "acme".to_string(),
-            ),
-            (
-                ("b".to_string(), "acme-pull".to_string()),
-                "acme".to_string(),
-            ),
+            (key("a", "acme-pull"), "acme".to_string()),
+            (key("b", "acme-pull"), "acme".to_string()),
         ]
         .into(),
         ..Default::default()
     };
-    let (targets, sas) = (strings(&["a"]), strings(&["default"]));
-    let plan = sync(&desired(&targets, &sas), &view);
+    let plan = sync_all(&view, &["a"], &["default"]);
     assert!(
         matches!(&plan.targets[0].secret, SecretStep::Conflict { message } if message.contains("is the source of RegistryCredential acme")),
         "{:?}",
@@ -218,13 +245,8 @@ fn secret_of_another_credential_is_never_touched() {
         b"x",
     );
     other.metadata.uid = Some("u".into());
-    let view = FakeView {
-        secrets: vec![Arc::new(other)],
-        sas: vec![sa("a", "default", &[], None)],
-        ..Default::default()
-    };
-    let (targets, sas) = (strings(&["a"]), strings(&["default"]));
-    let plan = sync(&desired(&targets, &sas), &view);
+    let view = FakeView::of(vec![Arc::new(other)], vec![sa("a", "default", &[], None)]);
+    let plan = sync_all(&view, &["a"], &["default"]);
     assert!(
         matches!(&plan.targets[0].secret, SecretStep::Conflict { message } if message.ends_with("RegistryCredential other"))
     );
@@ -233,104 +255,61 @@ fn secret_of_another_credential_is_never_touched() {
 
 #[test]
 fn known_conflict_is_reported_then_rechecked_never_recreated() {
-    let key = ("a".to_string(), "acme-pull".to_string());
-    let (targets, sas) = (strings(&["a"]), strings(&[]));
     let fresh = FakeView {
-        conflicts: [(key.clone(), Some("taken".into()))].into(),
+        conflicts: [(key("a", "acme-pull"), Some("taken".into()))].into(),
         ..Default::default()
     };
     assert!(
-        matches!(&sync(&desired(&targets, &sas), &fresh).targets[0].secret, SecretStep::Conflict { message } if message == "taken")
+        matches!(&sync_all(&fresh, &["a"], &[]).targets[0].secret, SecretStep::Conflict { message } if message == "taken")
     );
     let stale = FakeView {
-        conflicts: [(key, None)].into(),
+        conflicts: [(key("a", "acme-pull"), None)].into(),
         ..Default::default()
     };
     assert!(matches!(
-        sync(&desired(&targets, &sas), &stale).targets[0].secret,
+        sync_all(&stale, &["a"], &[]).targets[0].secret,
         SecretStep::Recheck
     ));
 }
 
 #[test]
 fn wildcard_and_empty_service_account_lists() {
-    let view = FakeView {
-        sas: vec![sa("a", "default", &[], None), sa("a", "builder", &[], None)],
-        ..Default::default()
-    };
-    let targets = strings(&["a"]);
-    let all = strings(&["*"]);
-    assert_eq!(
-        sync(&desired(&targets, &all), &view).targets[0].edits.len(),
-        2
+    let view = FakeView::of(
+        vec![],
+        vec![sa("a", "default", &[], None), sa("a", "builder", &[], None)],
     );
-    let none = strings(&[]);
-    assert_eq!(
-        sync(&desired(&targets, &none), &view).targets[0]
-            .edits
-            .len(),
-        0
-    );
+    assert_eq!(sync_all(&view, &["a"], &["*"]).targets[0].edits.len(), 2);
+    assert_eq!(sync_all(&view, &["a"], &[]).targets[0].edits.len(), 0);
 }
 
 #[test]
 fn deselected_service_account_loses_our_entry() {
-    let view = FakeView {
-        secrets: vec![ours("a", "acme-pull", b"{\"auths\":{}}")],
-        sas: vec![sa(
-            "a",
-            "builder",
-            &["x", "acme-pull"],
-            Some("acme/acme-pull"),
-        )],
-        ..Default::default()
-    };
-    let (targets, sas) = (strings(&["a"]), strings(&["default"]));
-    let plan = sync(&desired(&targets, &sas), &view);
-    let names: Vec<_> = plan.targets[0].edits[0]
-        .edit
-        .image_pull_secrets
-        .iter()
-        .map(|r| r.name.clone())
-        .collect();
-    assert_eq!(names, ["x"]);
+    let view = FakeView::of(
+        vec![ours("a", "acme-pull", b"{\"auths\":{}}")],
+        vec![listing_ours("a", "builder", &["x"])],
+    );
+    let plan = sync_all(&view, &["a"], &["default"]);
+    assert_eq!(entry_names(&plan.targets[0].edits[0]), ["x"]);
 }
 
 #[test]
 fn namespace_no_longer_targeted_is_cleaned_sa_first() {
-    let view = FakeView {
-        secrets: vec![ours("gone", "acme-pull", b"d")],
-        sas: vec![sa(
-            "gone",
-            "default",
-            &["keep", "acme-pull"],
-            Some("acme/acme-pull"),
-        )],
-        ..Default::default()
-    };
-    let (targets, sas) = (strings(&["a"]), strings(&["default"]));
-    let plan = sync(&desired(&targets, &sas), &view);
+    let view = FakeView::of(
+        vec![ours("gone", "acme-pull", b"d")],
+        vec![listing_ours("gone", "default", &["keep"])],
+    );
+    let plan = sync_all(&view, &["a"], &["default"]);
     assert_eq!(plan.cleanups.len(), 1);
     let c = &plan.cleanups[0];
     assert_eq!(c.namespace, "gone");
     assert_eq!(c.delete.len(), 1);
-    let names: Vec<_> = c.edits[0]
-        .edit
-        .image_pull_secrets
-        .iter()
-        .map(|r| r.name.clone())
-        .collect();
-    assert_eq!(names, ["keep"]);
+    assert_eq!(entry_names(&c.edits[0]), ["keep"]);
 }
 
 #[test]
 fn renamed_secret_deletes_the_old_one_in_a_target() {
-    let view = FakeView {
-        secrets: vec![ours("a", "old-pull", b"d")],
-        ..Default::default()
-    };
-    let (targets, sas) = (strings(&["a"]), strings(&[]));
-    let plan = sync(&desired(&targets, &sas), &view);
+    let view = FakeView::of(vec![ours("a", "old-pull", b"d")], vec![]);
+    let plan = sync_all(&view, &["a"], &[]);
     assert!(matches!(plan.targets[0].secret, SecretStep::Create));
     assert_eq!(
         plan.cleanups[0].delete[0].metadata.name.as_deref(),
@@ -342,27 +321,18 @@ fn renamed_secret_deletes_the_old_one_in_a_target() {
 fn a_pass_within_some_namespaces_plans_nothing_outside_them() {
     // A copy and an entry left in "gone" (no longer targeted) and a missing copy in "b": a pass
     // within "a" and "left" sees neither.
-    let view = FakeView {
-        secrets: vec![
+    let view = FakeView::of(
+        vec![
             ours("gone", "acme-pull", b"d"),
             ours("left", "acme-pull", b"d"),
         ],
-        sas: vec![
-            sa("gone", "default", &["acme-pull"], Some("acme/acme-pull")),
-            sa("left", "default", &["acme-pull"], Some("acme/acme-pull")),
+        vec![
+            listing_ours("gone", "default", &[]),
+            listing_ours("left", "default", &[]),
             sa("a", "default", &[], None),
         ],
-        ..Default::default()
-    };
-    let (targets, sas) = (strings(&["a"]), strings(&["default"]));
-    let within: BTreeSet<String> = ["a", "left"].into_iter().map(String::from).collect();
-    let plan = sync(
-        &Desired {
-            within: Some(&within),
-            ..desired(&targets, &sas)
-        },
-        &view,
     );
+    let plan = sync_within(&view, &["a"], &["default"], Some(&["a", "left"]));
     assert_eq!(plan.targets.len(), 1);
     assert!(matches!(plan.targets[0].secret, SecretStep::Create));
     // "left" is in scope and no longer a target: cleaned, account first. "gone" is not in scope.
@@ -374,19 +344,11 @@ fn a_pass_within_some_namespaces_plans_nothing_outside_them() {
 
 #[test]
 fn a_pass_within_namespaces_finds_a_copy_under_an_old_name_there() {
-    let view = FakeView {
-        secrets: vec![ours("a", "old-pull", b"d"), ours("b", "old-pull", b"d")],
-        ..Default::default()
-    };
-    let (targets, sas) = (strings(&["a"]), strings(&[]));
-    let within: BTreeSet<String> = ["a"].into_iter().map(String::from).collect();
-    let plan = sync(
-        &Desired {
-            within: Some(&within),
-            ..desired(&targets, &sas)
-        },
-        &view,
+    let view = FakeView::of(
+        vec![ours("a", "old-pull", b"d"), ours("b", "old-pull", b"d")],
+        vec![],
     );
+    let plan = sync_within(&view, &["a"], &[], Some(&["a"]));
     let deleted: Vec<_> = plan
         .cleanups
         .iter()
@@ -398,16 +360,10 @@ fn a_pass_within_namespaces_finds_a_copy_under_an_old_name_there() {
 
 #[test]
 fn teardown_delete_and_orphan() {
-    let view = FakeView {
-        secrets: vec![ours("a", "acme-pull", b"d")],
-        sas: vec![sa(
-            "a",
-            "default",
-            &["x", "acme-pull"],
-            Some("acme/acme-pull"),
-        )],
-        ..Default::default()
-    };
+    let view = FakeView::of(
+        vec![ours("a", "acme-pull", b"d")],
+        vec![listing_ours("a", "default", &["x"])],
+    );
     let del = teardown(&owner(), DeletionPolicy::Delete, &view);
     assert_eq!(del.cleanups[0].delete.len(), 1);
     assert_eq!(del.cleanups[0].edits[0].edit.image_pull_secrets.len(), 1);
@@ -466,19 +422,14 @@ fn ownership_rules() {
 
 #[test]
 fn a_namespace_is_not_in_sync_before_its_default_service_account_is_seen() {
-    let view = FakeView {
-        sas: vec![sa("a", "builder", &[], None)],
-        ..Default::default()
-    };
-    let targets = strings(&["a"]);
+    let view = FakeView::of(vec![], vec![sa("a", "builder", &[], None)]);
     for (patterns, awaiting) in [
         (&["default"][..], true),
         (&["*"], true),
         (&["builder"], false),
         (&[], false),
     ] {
-        let sas = strings(patterns);
-        let plan = sync(&desired(&targets, &sas), &view);
+        let plan = sync_all(&view, &["a"], patterns);
         assert_eq!(
             plan.targets[0].awaiting_default_account, awaiting,
             "{patterns:?}"
@@ -516,13 +467,11 @@ fn labels_alone_do_not_make_a_copy_ours() {
 
 #[test]
 fn a_lookalike_in_a_target_is_reported_and_never_written() {
-    let view = FakeView {
-        secrets: vec![lookalike("a", "acme-pull")],
-        sas: vec![sa("a", "default", &[], None)],
-        ..Default::default()
-    };
-    let (targets, sas) = (strings(&["a"]), strings(&["default"]));
-    let plan = sync(&desired(&targets, &sas), &view);
+    let view = FakeView::of(
+        vec![lookalike("a", "acme-pull")],
+        vec![sa("a", "default", &[], None)],
+    );
+    let plan = sync_all(&view, &["a"], &["default"]);
     assert!(
         matches!(&plan.targets[0].secret, SecretStep::NotOwned { message } if message.contains("not its copy")),
         "{:?}",
@@ -537,12 +486,11 @@ fn a_lookalike_in_a_target_is_reported_and_never_written() {
 
 #[test]
 fn a_lookalike_outside_the_targets_is_reported_never_pruned() {
-    let view = FakeView {
-        secrets: vec![ours("a", "acme-pull", b"x"), lookalike("b", "acme-pull")],
-        ..Default::default()
-    };
-    let (targets, sas) = (strings(&["a"]), strings(&[]));
-    let plan = sync(&desired(&targets, &sas), &view);
+    let view = FakeView::of(
+        vec![ours("a", "acme-pull", b"x"), lookalike("b", "acme-pull")],
+        vec![],
+    );
+    let plan = sync_all(&view, &["a"], &[]);
     assert!(plan.cleanups.iter().all(|c| c.delete.is_empty()));
     assert_eq!(plan.unowned.len(), 1);
     assert_eq!(plan.unowned[0].metadata.namespace.as_deref(), Some("b"));

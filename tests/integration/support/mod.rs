@@ -151,12 +151,7 @@ pub async fn namespace(client: &Client, prefix: &str, labels: &[(&str, &str)]) -
     let ns = Namespace {
         metadata: ObjectMeta {
             name: Some(name.clone()),
-            labels: Some(
-                labels
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            ),
+            labels: Some(self::labels(labels)),
             ..Default::default()
         },
         ..Default::default()
@@ -218,6 +213,31 @@ pub fn secret_object(ns: &str, name: &str, type_: &str, data: &[(&str, &[u8])]) 
         ),
         ..Default::default()
     }
+}
+
+/// A `kubernetes.io/dockerconfigjson` Secret holding `config` (as [`docker_config`] makes).
+pub fn pull_secret_object(ns: &str, name: &str, config: &str) -> Secret {
+    secret_object(
+        ns,
+        name,
+        "kubernetes.io/dockerconfigjson",
+        &[(".dockerconfigjson", config.as_bytes())],
+    )
+}
+
+/// Creates or replaces Secret `name` in [`SOURCE_NS`]: a source, or a Secret a source reads.
+pub async fn put_source_secret(
+    client: &Client,
+    name: &str,
+    type_: &str,
+    data: &[(&str, &[u8])],
+) -> Secret {
+    put_secret(client, &secret_object(SOURCE_NS, name, type_, data)).await
+}
+
+/// Creates or replaces the password Secret `name` (key `password`) of a `registries` source.
+pub async fn put_password_secret(client: &Client, name: &str, password: &str) -> Secret {
+    put_source_secret(client, name, "Opaque", &[("password", password.as_bytes())]).await
 }
 
 /// Creates or replaces a Secret (server-side apply as the test, forced).
@@ -331,6 +351,18 @@ pub async fn wait_synced_with(
         }
     })
     .await
+}
+
+/// Waits until the credential's status counts `want` pods awaiting recovery.
+pub async fn wait_awaiting(client: &Client, name: &str, want: u32) {
+    wait_for(&format!("podsAwaitingRecovery {want}"), TIMEOUT, || async {
+        let got = credential(client, name)
+            .await
+            .status
+            .map(|s| s.pods_awaiting_recovery);
+        if got == Some(want) { Ok(()) } else { Err(got) }
+    })
+    .await;
 }
 
 pub async fn get_secret(client: &Client, ns: &str, name: &str) -> Option<Secret> {
@@ -572,16 +604,29 @@ pub async fn setup(client: &Client, prefix: &str, n: usize, extra: serde_json::V
     }
 }
 
+/// [`setup`] over one namespace, then waits for `Synced` and the copy; returns the setup, the
+/// namespace and the copy.
+pub async fn synced_with_copy(
+    client: &Client,
+    prefix: &str,
+    extra: serde_json::Value,
+) -> (Setup, String, Secret) {
+    let s = setup(client, prefix, 1, extra).await;
+    wait_synced(client, &s.name).await;
+    let ns = s.namespaces[0].clone();
+    // Synced can come before the operator's cache holds the new namespace (0/0 in sync).
+    let copy = wait_for("the copy", TIMEOUT, || async {
+        get_secret(client, &ns, &s.name).await.ok_or("absent")
+    })
+    .await;
+    (s, ns, copy)
+}
+
 /// Writes the source Secret `name` in [`SOURCE_NS`] with a new password; returns the password.
 pub async fn rotate(client: &Client, name: &str) -> String {
     let pw = password();
     let config = docker_config("registry.example.com", "robot", &pw);
-    let data = [(".dockerconfigjson", config.as_bytes())];
-    put_secret(
-        client,
-        &secret_object(SOURCE_NS, name, "kubernetes.io/dockerconfigjson", &data),
-    )
-    .await;
+    put_secret(client, &pull_secret_object(SOURCE_NS, name, &config)).await;
     pw
 }
 
@@ -605,16 +650,7 @@ pub async fn create_service_account(client: &Client, ns: &str, name: &str) {
 pub async fn login_source(client: &Client, server: &str, password: &str) -> serde_json::Value {
     ensure_namespace(client, SOURCE_NS).await;
     let token = unique("token");
-    put_secret(
-        client,
-        &secret_object(
-            SOURCE_NS,
-            &token,
-            "Opaque",
-            &[("password", password.as_bytes())],
-        ),
-    )
-    .await;
+    put_password_secret(client, &token, password).await;
     json!({"registries": [{"server": server, "username": "robot",
         "passwordSecretRef": {"namespace": SOURCE_NS, "name": token, "key": "password"}}]})
 }
@@ -760,4 +796,31 @@ pub async fn wait_problem(
         }
     })
     .await
+}
+
+/// The codes of the problems in a `doctor -o json` report, image by image.
+pub fn problem_codes(report: &serde_json::Value) -> Vec<String> {
+    report["images"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|i| i["problems"].as_array().cloned().unwrap_or_default())
+        .map(|p| p["code"].as_str().expect("a problem code").to_string())
+        .collect()
+}
+
+/// Whether a `doctor -o json` report names the problem `code`.
+pub fn has_problem(report: &serde_json::Value, code: &str) -> bool {
+    problem_codes(report).iter().any(|c| c == code)
+}
+
+/// The `imagePullSecrets` a pod lists (as admission left them).
+pub fn pod_pull_secret_names(pod: &k8s_openapi::api::core::v1::Pod) -> Vec<String> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.image_pull_secrets.clone())
+        .into_iter()
+        .flatten()
+        .map(|r| r.name)
+        .collect()
 }
