@@ -534,6 +534,23 @@ async fn settle(seconds: u64) {
     tokio::time::sleep(Duration::from_secs(seconds)).await;
 }
 
+/// Waits until the operator is idle (under 2% of a CPU for two seconds in a row, at most a
+/// minute), so that a CPU measurement that follows counts only its own work, not the tail of the
+/// events before it.
+async fn settle_until_idle(pid: &str) {
+    let started = Instant::now();
+    let mut quiet = 0;
+    while quiet < 2 && started.elapsed() < Duration::from_secs(60) {
+        let before = cpu_seconds(pid);
+        settle(1).await;
+        quiet = if cpu_seconds(pid) - before < 0.02 {
+            quiet + 1
+        } else {
+            0
+        };
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let n = env_num("N", 1000);
@@ -660,6 +677,7 @@ async fn main() {
 
     // 2. Onboarding latency (from the moment the namespace's default ServiceAccount appears to the
     // moment it lists our Secret): new namespaces at a steady rate while the credential is active.
+    settle_until_idle(&pid).await;
     let (latencies, onboard_cpu) =
         onboard_namespaces(&admin, &tracker, &pid, "fan-new", onboard).await;
     put("onboard_cpu_ms_per_namespace", json!(onboard_cpu * 1000.0));
@@ -767,6 +785,7 @@ async fn main() {
         // same onboarding as at N, operator CPU per onboarded namespace compared.
         extra_service_accounts(&admin, &big, &["builder", "deployer"]).await;
         settle(5).await;
+        settle_until_idle(&pid).await;
         let (_, scale_cpu) = onboard_namespaces(&admin, &tracker, &pid, "fan-late", onboard).await;
         put(
             "onboard_cpu_ms_per_namespace_scale",
