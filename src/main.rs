@@ -12,11 +12,6 @@ use regcred_operator::{
 };
 use tracing::{error, info};
 
-/// glibc's malloc gives each worker thread an arena and keeps what a burst of watch events
-/// allocated: with 10000 namespaces a third of the operator's memory sat in those arenas.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Keeps registry pull secrets in sync across namespaces and ServiceAccounts.
 #[derive(Parser)]
 #[command(name = "regcred-operator", version, about)]
