@@ -268,15 +268,7 @@ async fn a_new_namespace_is_onboarded_by_a_pass_over_that_namespace_alone() {
     let first = namespace(&client, "scoped", &[(&key, "yes")]).await;
     let (src, pw) = source_secret(&client).await;
     let name = unique("scoped");
-    create_credential(
-        &client,
-        &name,
-        json!({
-            "source": {"secretRef": {"namespace": SOURCE_NS, "name": src}},
-            "namespaceSelector": {"matchLabels": {key.clone(): "yes"}},
-        }),
-    )
-    .await;
+    create_credential(&client, &name, labelled_spec(&src, &key)).await;
     wait_synced(&client, &name).await;
     wait_sa_lists(&client, &first, "default", &name).await;
     // The first passes may retry while the first namespace's default account arrives: wait until

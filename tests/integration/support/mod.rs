@@ -268,6 +268,15 @@ pub fn spec_from(value: serde_json::Value) -> RegistryCredentialSpec {
     serde_json::from_value(value).expect("valid spec")
 }
 
+/// The spec of a credential that copies Secret `source` (in the source namespace) into the
+/// namespaces labelled `key=yes`.
+pub fn labelled_spec(source: &str, key: &str) -> serde_json::Value {
+    json!({
+        "source": {"secretRef": {"namespace": SOURCE_NS, "name": source}},
+        "namespaceSelector": {"matchLabels": {key: "yes"}},
+    })
+}
+
 pub async fn create_credential(
     client: &Client,
     name: &str,
