@@ -122,7 +122,8 @@ impl RegistryKey {
                 if scheme != "http" && scheme != "https" {
                     return Err(RegistryKeyError::UnsupportedScheme {
                         key: quoted(),
-                        scheme: scheme.to_owned(),
+                        // Bounded like the key: an error ends up in status and Events.
+                        scheme: shorten(scheme.to_owned()),
                     });
                 }
                 rest

@@ -451,3 +451,11 @@ fn schemeless_key_with_colon_slash_later() {
         RegistryKeyError::InvalidPath { .. }
     ));
 }
+
+#[test]
+fn a_long_scheme_is_quoted_shortened() {
+    let key = format!("{}://r.io", "a".repeat(3000));
+    let e = RegistryKey::parse(&key).unwrap_err();
+    assert!(matches!(e, RegistryKeyError::UnsupportedScheme { .. }));
+    assert!(e.to_string().len() < 1000, "{} chars", e.to_string().len());
+}
