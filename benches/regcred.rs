@@ -534,6 +534,32 @@ async fn settle(seconds: u64) {
     tokio::time::sleep(Duration::from_secs(seconds)).await;
 }
 
+/// The operator's sync passes so far, summed over credentials: (full, over some namespaces).
+fn sync_passes(url: &str) -> (f64, f64) {
+    let out = std::process::Command::new("curl")
+        .args(["-fsS", "--max-time", "2", url])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut passes = (0.0, 0.0);
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("regcred_sync_passes_total{"))
+    {
+        let value: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        if line.contains("scope=\"full\"") {
+            passes.0 += value;
+        } else {
+            passes.1 += value;
+        }
+    }
+    passes
+}
+
 /// Waits until the operator is idle (under 2% of a CPU for two seconds in a row, at most a
 /// minute), so that a CPU measurement that follows counts only its own work, not the tail of the
 /// events before it.
@@ -562,6 +588,7 @@ async fn main() {
     let admin = client(&env("BENCH_ADMIN_KUBECONFIG")).await;
     let floor = client(&env("BENCH_FLOOR_KUBECONFIG")).await;
     let pid = env("BENCH_OPERATOR_PID");
+    let metrics = env("BENCH_METRICS_URL");
     let audit = env("BENCH_AUDIT_LOG");
     let operator_user = env("BENCH_OPERATOR_USER");
     let out = PathBuf::from(env("BENCH_OUT"));
@@ -678,8 +705,12 @@ async fn main() {
     // 2. Onboarding latency (from the moment the namespace's default ServiceAccount appears to the
     // moment it lists our Secret): new namespaces at a steady rate while the credential is active.
     settle_until_idle(&pid).await;
+    let before = sync_passes(&metrics);
     let (latencies, onboard_cpu) =
         onboard_namespaces(&admin, &tracker, &pid, "fan-new", onboard).await;
+    let after = sync_passes(&metrics);
+    put("onboard_full_passes", json!(after.0 - before.0));
+    put("onboard_namespace_passes", json!(after.1 - before.1));
     put("onboard_cpu_ms_per_namespace", json!(onboard_cpu * 1000.0));
     let api: Api<Namespace> = Api::all(admin.clone());
     put("onboarding_p50_ms", json!(percentile(&latencies, 50.0)));
@@ -770,6 +801,17 @@ async fn main() {
             "pods_rss_per_1000_on_mib",
             json!((rss_on - rss_before) * 1000.0 / pods as f64),
         );
+        // Back to the default for what follows (with podRecovery on, every pass covers every
+        // target, pods and all).
+        Api::<RegistryCredential>::all(admin.clone())
+            .patch(
+                "fan",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"podRecovery": "Off"}})),
+            )
+            .await
+            .expect("turning podRecovery off");
+        settle(3).await;
     }
 
     // 7. Scaling: per-namespace fan-out cost at N_SCALE vs N.
@@ -786,7 +828,11 @@ async fn main() {
         extra_service_accounts(&admin, &big, &["builder", "deployer"]).await;
         settle(5).await;
         settle_until_idle(&pid).await;
+        let before = sync_passes(&metrics);
         let (_, scale_cpu) = onboard_namespaces(&admin, &tracker, &pid, "fan-late", onboard).await;
+        let after = sync_passes(&metrics);
+        put("onboard_scale_full_passes", json!(after.0 - before.0));
+        put("onboard_scale_namespace_passes", json!(after.1 - before.1));
         put(
             "onboard_cpu_ms_per_namespace_scale",
             json!(scale_cpu * 1000.0),

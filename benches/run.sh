@@ -59,9 +59,16 @@ KUBECONFIG=$dir/operator.kubeconfig RUST_LOG=info target/release/regcred-operato
   --namespace regcred-system --source-namespaces regcred-system \
   --metrics-addr 127.0.0.1:0 --health-addr 127.0.0.1:0 ${OPERATOR_ARGS:-} >"$dir/logs/operator.log" 2>&1 &
 operator_pid=$!
+# The operator's metrics address (it binds port 0): the driver reads its sync-pass counters.
+for _ in $(seq 1 100); do
+  metrics_addr=$(sed -n 's/.*metrics_addr=\([0-9.:]*\).*/\1/p' "$dir/logs/operator.log" | head -n1)
+  [ -n "$metrics_addr" ] && break
+  sleep 0.1
+done
 
 BENCH_ADMIN_KUBECONFIG=$dir/kubeconfig BENCH_FLOOR_KUBECONFIG=$dir/floor.kubeconfig \
   BENCH_OPERATOR_PID=$operator_pid BENCH_AUDIT_LOG=$dir/audit.log BENCH_OUT=$out \
+  BENCH_METRICS_URL="http://${metrics_addr:-127.0.0.1:1}/metrics" \
   BENCH_OPERATOR_USER=system:serviceaccount:regcred-system:regcred-operator \
   BENCH_FLOOR_USER=system:serviceaccount:regcred-system:bench-floor \
   "$driver"
