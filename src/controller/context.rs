@@ -1,7 +1,7 @@
 //! Shared state of the controller: the client, the watch caches, our recent writes, settings.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -281,21 +281,24 @@ impl View for CacheView<'_> {
         .collect()
     }
 
-    fn managed_secrets_in(&self, namespace: &str) -> Vec<Arc<Secret>> {
+    fn managed_secrets_in(&self, namespaces: &BTreeSet<String>) -> Vec<Arc<Secret>> {
+        // Our own writes are looked through once for all the namespaces: after a large fan-out
+        // the overlay may hold thousands of them.
         let written = self
             .ctx
             .secret_writes
             .written()
             .into_iter()
-            .filter(|(ns, _)| ns == namespace)
+            .filter(|(ns, _)| namespaces.contains(ns))
             .collect();
-        with_written(
-            self.ctx.caches.secrets_by_namespace.members(namespace),
-            written,
-        )
-        .iter()
-        .filter_map(|key| self.managed_secret(key))
-        .collect()
+        let cached = namespaces
+            .iter()
+            .flat_map(|ns| self.ctx.caches.secrets_by_namespace.members(ns))
+            .collect();
+        with_written(cached, written)
+            .iter()
+            .filter_map(|key| self.managed_secret(key))
+            .collect()
     }
 
     fn service_accounts_of(&self, credential: &str) -> Vec<Arc<ServiceAccount>> {

@@ -27,8 +27,9 @@ pub(crate) trait View {
     fn service_accounts(&self, namespace: &str) -> Vec<Arc<ServiceAccount>>;
     /// Every Secret labelled as belonging to `credential`, in any namespace.
     fn secrets_of(&self, credential: &str) -> Vec<Arc<Secret>>;
-    /// The Secrets of a namespace labelled as managed by this operator, whichever credential.
-    fn managed_secrets_in(&self, namespace: &str) -> Vec<Arc<Secret>>;
+    /// The Secrets of these namespaces labelled as managed by this operator, whichever
+    /// credential.
+    fn managed_secrets_in(&self, namespaces: &BTreeSet<String>) -> Vec<Arc<Secret>>;
     /// Every ServiceAccount whose annotation records an entry added for `credential`.
     fn service_accounts_of(&self, credential: &str) -> Vec<Arc<ServiceAccount>>;
     /// A same-name Secret we do not manage found here before, so that we do not try to create over
@@ -61,8 +62,8 @@ impl<V: View> View for FreshServiceAccounts<'_, V> {
     fn secrets_of(&self, credential: &str) -> Vec<Arc<Secret>> {
         self.inner.secrets_of(credential)
     }
-    fn managed_secrets_in(&self, namespace: &str) -> Vec<Arc<Secret>> {
-        self.inner.managed_secrets_in(namespace)
+    fn managed_secrets_in(&self, namespaces: &BTreeSet<String>) -> Vec<Arc<Secret>> {
+        self.inner.managed_secrets_in(namespaces)
     }
     fn service_accounts_of(&self, credential: &str) -> Vec<Arc<ServiceAccount>> {
         self.service_accounts
@@ -453,9 +454,8 @@ pub(crate) fn sync(desired: &Desired<'_>, view: &impl View) -> Plan {
             view.service_accounts_of(&owner.name),
         ),
         Some(namespaces) => (
-            namespaces
-                .iter()
-                .flat_map(|ns| view.managed_secrets_in(ns))
+            view.managed_secrets_in(namespaces)
+                .into_iter()
                 .filter(|s| labelled_for(s, &owner.name))
                 .collect(),
             namespaces

@@ -51,10 +51,10 @@ impl View for FakeView {
             .cloned()
             .collect()
     }
-    fn managed_secrets_in(&self, namespace: &str) -> Vec<Arc<Secret>> {
+    fn managed_secrets_in(&self, namespaces: &BTreeSet<String>) -> Vec<Arc<Secret>> {
         self.secrets
             .iter()
-            .filter(|s| ns_of(s.as_ref()) == namespace)
+            .filter(|s| namespaces.contains(ns_of(s.as_ref())))
             .cloned()
             .collect()
     }
