@@ -12,7 +12,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     sync::Mutex,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use crate::{api::NamespaceFailure, controller::apply::TargetOutcome};
@@ -48,6 +48,8 @@ pub(crate) struct Record {
     pub(crate) basis: Basis,
     /// When the next full pass is due (the requeue the last full pass asked for).
     pub(crate) due: Instant,
+    /// When the full pass ran.
+    full_at: Instant,
     /// Each target namespace and what its work ended in.
     targets: BTreeMap<String, TargetOutcome>,
     /// The sums over `targets`.
@@ -136,6 +138,7 @@ impl Record {
         let mut record = Record {
             basis,
             due,
+            full_at: Instant::now(),
             targets: BTreeMap::new(),
             counts: Counts::default(),
             failing: BTreeMap::new(),
@@ -268,6 +271,16 @@ impl Ledgers {
         })
     }
 
+    /// Everything of `credential` is in sync again: its next full pass is the resync of its last
+    /// one (`resync` after it), not an earlier look the full pass asked for. The new due time.
+    pub(crate) fn settled(&self, credential: &str, resync: Duration) -> Option<Instant> {
+        self.with(credential, |e| {
+            let record = e.record.as_mut()?;
+            record.due = record.due.max(record.full_at + resync);
+            Some(record.due)
+        })
+    }
+
     pub(crate) fn keep(&self, credential: &str, record: Record) {
         self.with(credential, |e| e.record = Some(record));
     }
@@ -288,8 +301,6 @@ impl Ledgers {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn basis() -> Basis {
@@ -399,6 +410,23 @@ mod tests {
         ledgers.touch("rc", "a");
         let later = now + Duration::from_secs(600);
         assert_eq!(ledgers.begin("rc", &basis(), later), Scope::Full);
+    }
+
+    #[test]
+    fn once_in_sync_the_early_look_of_a_waiting_full_pass_becomes_the_resync() {
+        let (ledgers, now) = (Ledgers::default(), Instant::now());
+        let waiting = Record::new(basis(), now + Duration::from_secs(30), &Applied::default());
+        ledgers.keep("rc", waiting);
+        let due = ledgers.settled("rc", Duration::from_secs(600)).unwrap();
+        assert!(due >= now + Duration::from_secs(599));
+        // Never later than the resync of the last full pass, however many passes settle.
+        assert_eq!(ledgers.settled("rc", Duration::from_secs(600)), Some(due));
+        ledgers.touch("rc", "a");
+        let later = now + Duration::from_secs(60);
+        assert_eq!(
+            ledgers.begin("rc", &basis(), later),
+            Scope::Namespaces(set(&["a"]))
+        );
     }
 
     #[test]

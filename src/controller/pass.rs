@@ -335,11 +335,12 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
         && old
             .and_then(|s| s.synced_source_version.as_deref())
             .is_some_and(|v| v != resolved.version);
+    let resync = rc.spec.verify.as_ref().map_or(RESYNC, |v| {
+        RESYNC.min(Duration::from_secs(v.interval_seconds.max(10).into()))
+    });
     let next = if let Some(mut record) = full.take() {
         let timers = verdict::Timers {
-            resync: rc.spec.verify.as_ref().map_or(RESYNC, |v| {
-                RESYNC.min(Duration::from_secs(v.interval_seconds.max(10).into()))
-            }),
+            resync,
             contest_retry: ctx.contests.next_retry(&owner.name, Instant::now()),
             conflict_recheck: CONFLICT_RECHECK,
             awaiting_recheck: AWAITING_RECHECK,
@@ -350,6 +351,13 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
         record.due = Instant::now() + next;
         ctx.ledgers.keep(&owner.name, record);
         next
+    } else if verdict.ready {
+        // Everything is in sync: what the full pass was to look at again early (a namespace
+        // waiting for its account) is done, its resync still stands.
+        ctx.ledgers
+            .settled(&owner.name, resync)
+            .unwrap_or(due)
+            .saturating_duration_since(Instant::now())
     } else {
         // The full pass's schedule stands: the namespaces not looked at are owed their resync.
         due.saturating_duration_since(Instant::now())
