@@ -42,12 +42,12 @@ impl EventQueue {
     }
 
     fn send(&self, event: Event, regarding: ObjectReference) {
-        if let Err(e) = self.tx.try_send((event, regarding)) {
-            let (event, regarding) = match e {
-                mpsc::error::TrySendError::Full(v) | mpsc::error::TrySendError::Closed(v) => v,
-            };
-            warn!(regarding = ?regarding.name, reason = %event.reason, "event dropped: too many waiting");
-        }
+        let (why, (event, regarding)) = match self.tx.try_send((event, regarding)) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(v)) => ("too many waiting", v),
+            Err(mpsc::error::TrySendError::Closed(v)) => ("shutting down", v),
+        };
+        warn!(regarding = ?regarding.name, reason = %event.reason, "event dropped: {why}");
     }
 }
 

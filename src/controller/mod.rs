@@ -98,7 +98,7 @@ pub(crate) async fn run(
 
     // Namespaces: metadata only (labels, annotations, deletion), all of them.
     let (namespaces, ns_writer) = reflector::store();
-    let ns_events = cached_watch_slimmed(
+    let ns_events = cached_watch(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         watcher::Config::default(),
         ns_writer,
@@ -118,7 +118,7 @@ pub(crate) async fn run(
     }));
     let sas_by_credential = Arc::new(Index::new(service_accounts::credentials_recorded));
     let appeared = Arc::new(Appearances::default());
-    let sa_events = cached_watch_slimmed(
+    let sa_events = cached_watch(
         Api::<ServiceAccount>::all(client.clone()),
         watcher::Config::default(),
         sa_writer,
@@ -150,6 +150,7 @@ pub(crate) async fn run(
         secret_writer,
         Some(secret_writes.clone()),
         vec![secrets_by_credential.clone(), secrets_by_namespace.clone()],
+        |_| {},
     );
 
     // Source Secrets: every Secret of each allowed source namespace.
@@ -159,7 +160,14 @@ pub(crate) async fn run(
         let (store, writer) = reflector::store();
         sources.insert(ns.clone(), store);
         let api = Api::<Secret>::namespaced(client.clone(), ns);
-        let events = cached_watch(api, watcher::Config::default(), writer, None, Vec::new());
+        let events = cached_watch(
+            api,
+            watcher::Config::default(),
+            writer,
+            None,
+            Vec::new(),
+            |_| {},
+        );
         source_streams.push(events.boxed());
     }
     let source_events = futures::stream::select_all(source_streams);
@@ -402,22 +410,6 @@ fn concerns_service_account(
         || !service_accounts::owned_by(sa, &rc.name_any()).is_empty()
 }
 
-/// A watch feeding a reflector store, without managedFields (memory), feeding our write overlay
-/// its watermark, yielding every object it touched (deletions included) as a reconcile trigger.
-fn cached_watch<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    writer: reflector::store::Writer<K>,
-    overlay: Option<Arc<Overlay<K>>>,
-    indexes: Vec<Arc<Index<K>>>,
-) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    cached_watch_slimmed(api, config, writer, overlay, indexes, |_| {})
-}
-
 /// Only what the controller reads of an object is kept in memory: never managedFields, and of a
 /// ServiceAccount or Namespace only the annotations of this operator (under GitOps,
 /// `last-applied-configuration` alone can be kilobytes per object).
@@ -444,7 +436,10 @@ fn slim_namespace(ns: &mut PartialObjectMeta<Namespace>) {
     ns.metadata.finalizers = None;
 }
 
-fn cached_watch_slimmed<K>(
+/// A watch feeding a reflector store, without managedFields and slimmed by `slim` (memory),
+/// feeding our write overlay its watermark, yielding every object it touched (deletions included)
+/// as a reconcile trigger.
+fn cached_watch<K>(
     api: Api<K>,
     config: watcher::Config,
     writer: reflector::store::Writer<K>,
