@@ -123,7 +123,9 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
             return Ok(Action::requeue(CONFIG_RETRY));
         }
     };
-    let targets = target_namespaces(ctx, &selection);
+    // Every namespace is looked at only where the pass needs all its targets: a pass over the
+    // namespaces of one event costs those namespaces, not the cluster.
+    let all_targets = || target_namespaces(ctx, &selection);
     // A minted token (source.ecr) is a source like the others, with a schedule of its own.
     let mut token: Option<tokens::Fresh> = None;
     let resolved = match &rc.spec.source.ecr {
@@ -159,7 +161,7 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
                 }
                 let mut report = stalled_report(old, &secret_name, failed.reason, failed.message);
                 report.stalled = failed.configuration;
-                report.targets = targets.len() as u32;
+                report.targets = all_targets().len() as u32;
                 ctx.ledgers.invalidate(&owner.name);
                 write_status(ctx, rc, report).await?;
                 return Ok(Action::requeue(failed.retry_in));
@@ -183,7 +185,7 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
         Err(e) => {
             // Existing copies stay exactly as they are: no write of any kind.
             let mut report = stalled_report(old, &secret_name, e.reason(), e.to_string());
-            report.targets = targets.len() as u32;
+            report.targets = all_targets().len() as u32;
             ctx.ledgers.invalidate(&owner.name);
             write_status(ctx, rc, report).await?;
             return Ok(Action::requeue(CONFIG_RETRY));
@@ -193,6 +195,7 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
 
     if rc.spec.suspend {
         let view = ctx.view(rc);
+        let targets = all_targets();
         let synced = targets
             .iter()
             .filter(|ns| {
@@ -261,7 +264,7 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
             (totals, due, applied, targets, None)
         } else {
             ctx.metrics.pass(&owner.name, true);
-            let targets = target_namespaces(ctx, &selection);
+            let targets = all_targets();
             let applied = work.apply(&targets, None).await;
             let record = Record::new(basis, Instant::now(), &applied);
             (record.totals(), record.due, applied, targets, Some(record))
