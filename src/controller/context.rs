@@ -7,7 +7,7 @@ use std::{
 };
 
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use kube::{Client, ResourceExt, runtime::reflector::ObjectRef};
+use kube::{Client, ResourceExt};
 
 use crate::{
     api::NamespaceFailure,
@@ -47,8 +47,10 @@ pub(crate) struct Context {
     pub(crate) reported_pods: crate::controller::recovery::Reported,
     /// `source.ecr`: the minted token of each credential.
     pub(crate) tokens: crate::controller::tokens::Tokens,
-    /// The last status written per credential uid.
-    pub(crate) statuses: Mutex<HashMap<String, RegistryCredentialStatus>>,
+    /// The last status written (or being written) per credential uid.
+    pub(crate) statuses: crate::controller::status_writes::Written,
+    /// Writes the statuses, apart from the passes.
+    pub(crate) status_writer: Arc<crate::controller::status_writes::StatusWriter>,
     /// Per credential: what its passes found in each namespace, and which namespaces changed
     /// since.
     pub(crate) ledgers: Arc<crate::controller::ledger::Ledgers>,
@@ -56,8 +58,8 @@ pub(crate) struct Context {
     pub(crate) reported: Mutex<HashMap<String, std::collections::BTreeSet<(String, String)>>>,
 }
 
-/// When the watch first delivered each newly created ServiceAccount (by uid). Only accounts created
-/// in the last minute count: older ones were not "just onboarded".
+/// When the watch first delivered each newly created ServiceAccount. Only accounts created in the
+/// last minute count: older ones were not "just onboarded".
 #[derive(Default)]
 pub(crate) struct Appearances {
     seen: Mutex<Seen>,
@@ -65,10 +67,17 @@ pub(crate) struct Appearances {
 
 #[derive(Default)]
 struct Seen {
-    at: HashMap<String, Instant>,
+    /// By a hash of the account's uid, not the uid itself: after a wave of new namespaces this
+    /// holds tens of thousands of entries for minutes, and a collision costs one latency sample.
+    at: HashMap<u64, Instant>,
     /// When entries older than `KEEP` were last dropped: at most every `KEEP`, so that an event
     /// costs O(1) however many accounts were just created.
     pruned: Option<Instant>,
+}
+
+fn uid_key(uid: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(uid)
 }
 
 impl Appearances {
@@ -90,9 +99,10 @@ impl Appearances {
             .is_none_or(|at| now.duration_since(at) >= Self::KEEP)
         {
             seen.at.retain(|_, at| now.duration_since(*at) < Self::KEEP);
+            seen.at.shrink_to_fit();
             seen.pruned = Some(now);
         }
-        seen.at.entry(uid.clone()).or_insert(now);
+        seen.at.entry(uid_key(uid)).or_insert(now);
     }
 
     /// Time since the account appeared, once: the first entry added to it ends its onboarding.
@@ -101,7 +111,7 @@ impl Appearances {
             .lock()
             .expect("appearances lock")
             .at
-            .remove(uid)
+            .remove(&uid_key(uid))
             .map(|at| at.elapsed())
     }
 }
@@ -228,20 +238,12 @@ pub(crate) struct CacheView<'a> {
 
 impl CacheView<'_> {
     fn sa(&self, (ns, name): &Key) -> Option<Arc<ServiceAccount>> {
-        let cached = self
-            .ctx
-            .caches
-            .service_accounts
-            .get(&ObjectRef::new(name).within(ns));
+        let cached = self.ctx.caches.service_accounts.get(ns, name);
         self.ctx.sa_writes.view(ns, name, cached)
     }
 
     fn managed_secret(&self, (ns, name): &Key) -> Option<Arc<Secret>> {
-        let cached = self
-            .ctx
-            .caches
-            .secrets
-            .get(&ObjectRef::new(name).within(ns));
+        let cached = self.ctx.caches.secrets.get(ns, name);
         self.ctx.secret_writes.view(ns, name, cached)
     }
 }
@@ -263,10 +265,13 @@ impl View for CacheView<'_> {
         // Cached accounts only: one the watch has not delivered yet is planned when it does.
         self.ctx
             .caches
-            .sas_by_namespace
-            .members(namespace)
-            .iter()
-            .filter_map(|key| self.sa(key))
+            .service_accounts
+            .in_namespace(namespace)
+            .into_iter()
+            .filter_map(|sa| {
+                let name = sa.metadata.name.clone().unwrap_or_default();
+                self.ctx.sa_writes.view(namespace, &name, Some(sa))
+            })
             .collect()
     }
 
@@ -293,7 +298,12 @@ impl View for CacheView<'_> {
             .collect();
         let cached = namespaces
             .iter()
-            .flat_map(|ns| self.ctx.caches.secrets_by_namespace.members(ns))
+            .flat_map(|ns| {
+                let cached = self.ctx.caches.secrets.in_namespace(ns);
+                cached
+                    .into_iter()
+                    .map(move |s| (ns.clone(), s.metadata.name.clone().unwrap_or_default()))
+            })
             .collect();
         with_written(cached, written)
             .iter()

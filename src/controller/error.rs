@@ -22,13 +22,6 @@ pub(crate) enum Error {
         source: Box<kube::Error>,
     },
 
-    #[error("writing status of RegistryCredential {name}: {source}")]
-    Status {
-        name: String,
-        #[source]
-        source: Box<kube::Error>,
-    },
-
     #[error("finalizer of RegistryCredential {name}: {message}")]
     Finalizer { name: String, message: String },
 
@@ -61,7 +54,6 @@ impl Error {
             Error::Source(e) => e.reason(),
             Error::Selector(_) => "InvalidSelector",
             Error::Api { source, .. } => api_reason(source),
-            Error::Status { .. } => "StatusWriteFailed",
             Error::Finalizer { .. } => "FinalizerFailed",
             Error::Contested { .. } => crate::controller::contests::REASON,
             Error::MissingField(_) => "InvalidObject",

@@ -25,6 +25,7 @@ pub(crate) mod resolve;
 pub(crate) mod service_accounts;
 pub mod settings;
 pub(crate) mod status;
+pub(crate) mod status_writes;
 pub(crate) mod targets;
 mod teardown;
 pub(crate) mod tokens;
@@ -47,7 +48,7 @@ use kube::{
         controller::{Action, Config},
         events::{Recorder, Reporter},
         finalizer::{self, finalizer},
-        reflector::{self, ObjectRef},
+        reflector::ObjectRef,
         watcher,
     },
 };
@@ -57,7 +58,7 @@ use crate::{
     api::{
         CREDENTIAL_LABEL, FINALIZER, MANAGED_BY_LABEL, MANAGER, PodRecovery, RegistryCredential,
     },
-    controller::cache::Caches,
+    controller::cache::{Caches, store::Store},
     controller::cache::{index::Index, overlay::Overlay},
     controller::context::{Appearances, Context},
     controller::error::Error,
@@ -70,6 +71,7 @@ use crate::{
 };
 
 use pass::sync;
+use status_writes::StatusWriter;
 use teardown::teardown;
 use verify::Verifier;
 
@@ -97,11 +99,11 @@ pub(crate) async fn run(
     let credential_store = controller.store();
 
     // Namespaces: metadata only (labels, annotations, deletion), all of them.
-    let (namespaces, ns_writer) = reflector::store();
+    let namespaces = Store::default();
     let ns_events = cached_watch(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         watcher::Config::default(),
-        ns_writer,
+        namespaces.clone(),
         None,
         Vec::new(),
         slim_namespace,
@@ -112,18 +114,15 @@ pub(crate) async fn run(
     let sa_writes = Arc::new(Overlay::<ServiceAccount>::default());
 
     // ServiceAccounts: full objects (imagePullSecrets is not metadata); they are small.
-    let (service_accounts, sa_writer) = reflector::store();
-    let sas_by_namespace = Arc::new(Index::new(|sa: &ServiceAccount| {
-        vec![sa.metadata.namespace.clone().unwrap_or_default()]
-    }));
+    let service_accounts = Store::default();
     let sas_by_credential = Arc::new(Index::new(service_accounts::credentials_recorded));
     let appeared = Arc::new(Appearances::default());
     let sa_events = cached_watch(
         Api::<ServiceAccount>::all(client.clone()),
         watcher::Config::default(),
-        sa_writer,
+        service_accounts.clone(),
         Some(sa_writes.clone()),
-        vec![sas_by_namespace.clone(), sas_by_credential.clone()],
+        vec![sas_by_credential.clone()],
         slim_service_account,
     )
     .inspect({
@@ -136,20 +135,17 @@ pub(crate) async fn run(
     });
 
     // Secrets: only ours, by label. Never every Secret of the cluster.
-    let (secrets, secret_writer) = reflector::store();
+    let secrets = Store::default();
     let secrets_by_credential = Arc::new(Index::new(|secret: &Secret| {
         let label = secret.labels().get(CREDENTIAL_LABEL);
         label.into_iter().cloned().collect()
     }));
-    let secrets_by_namespace = Arc::new(Index::new(|secret: &Secret| {
-        vec![secret.metadata.namespace.clone().unwrap_or_default()]
-    }));
     let secret_events = cached_watch(
         Api::<Secret>::all(client.clone()),
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}")),
-        secret_writer,
+        secrets.clone(),
         Some(secret_writes.clone()),
-        vec![secrets_by_credential.clone(), secrets_by_namespace.clone()],
+        vec![secrets_by_credential.clone()],
         |_| {},
     );
 
@@ -157,13 +153,13 @@ pub(crate) async fn run(
     let mut sources = BTreeMap::new();
     let mut source_streams = Vec::new();
     for ns in &settings.source_namespaces {
-        let (store, writer) = reflector::store();
-        sources.insert(ns.clone(), store);
+        let store = Store::default();
+        sources.insert(ns.clone(), store.clone());
         let api = Api::<Secret>::namespaced(client.clone(), ns);
         let events = cached_watch(
             api,
             watcher::Config::default(),
-            writer,
+            store,
             None,
             Vec::new(),
             |_| {},
@@ -178,6 +174,7 @@ pub(crate) async fn run(
     let (ready_tx, ready) = tokio::sync::watch::channel(false);
     // Registry checks end in their own time: each ending reconciles its credential again.
     let (checked_tx, mut checked) = tokio::sync::mpsc::unbounded_channel();
+    let status_writer = Arc::new(StatusWriter::new(client.clone(), checked_tx.clone()));
     let (verifier, checks) = Verifier::start(settings.forbid_cross_host_realms, checked_tx);
     tokio::spawn(checks);
     let checked = futures::stream::poll_fn(move |cx| checked.poll_recv(cx));
@@ -187,10 +184,8 @@ pub(crate) async fn run(
         service_accounts,
         secrets,
         sources,
-        sas_by_namespace,
         sas_by_credential,
         secrets_by_credential,
-        secrets_by_namespace,
         ready,
     };
     let recorder = Recorder::new(
@@ -217,7 +212,8 @@ pub(crate) async fn run(
         contests: Default::default(),
         reported: Mutex::default(),
         ledgers: ledgers.clone(),
-        statuses: Mutex::default(),
+        statuses: Arc::default(),
+        status_writer,
         pods,
         evictions: EvictionBudget::default(),
         reported_pods: Reported::default(),
@@ -259,7 +255,7 @@ pub(crate) async fn run(
         let ledgers = ledgers.clone();
         move |sa: ServiceAccount| {
             let namespace = sa.namespace().unwrap_or_default();
-            let ns = namespaces.get(&ObjectRef::new(&namespace));
+            let ns = namespaces.get("", &namespace);
             touching(
                 &ledgers,
                 Some(&namespace),
@@ -292,9 +288,7 @@ pub(crate) async fn run(
         let (store, namespaces) = (credential_store.clone(), caches.namespaces.clone());
         let ledgers = ledgers.clone();
         move |pod: Pod| {
-            let ns = namespaces.get(&ObjectRef::new(
-                pod.metadata.namespace.as_deref().unwrap_or_default(),
-            ));
+            let ns = namespaces.get("", pod.metadata.namespace.as_deref().unwrap_or_default());
             touching(
                 &ledgers,
                 None,
@@ -382,13 +376,13 @@ fn targets_namespace(rc: &RegistryCredential, ns: &PartialObjectMeta<Namespace>)
 fn concerns_namespace(
     rc: &RegistryCredential,
     ns: &PartialObjectMeta<Namespace>,
-    secrets: &reflector::Store<Secret>,
+    secrets: &Store<Secret>,
 ) -> bool {
     targets_namespace(rc, ns)
         || secrets
             .get(
-                &ObjectRef::new(&rc.secret_name())
-                    .within(ns.metadata.name.as_deref().unwrap_or_default()),
+                ns.metadata.name.as_deref().unwrap_or_default(),
+                &rc.secret_name(),
             )
             .is_some()
 }
@@ -436,13 +430,13 @@ fn slim_namespace(ns: &mut PartialObjectMeta<Namespace>) {
     ns.metadata.finalizers = None;
 }
 
-/// A watch feeding a reflector store, without managedFields and slimmed by `slim` (memory),
-/// feeding our write overlay its watermark, yielding every object it touched (deletions included)
-/// as a reconcile trigger.
+/// A watch feeding `store`, without managedFields and slimmed by `slim` (memory), then the
+/// indexes and our write overlay its watermark, yielding every object it touched (deletions
+/// included) as a reconcile trigger.
 fn cached_watch<K>(
     api: Api<K>,
     config: watcher::Config,
-    writer: reflector::store::Writer<K>,
+    store: Store<K>,
     overlay: Option<Arc<Overlay<K>>>,
     indexes: Vec<Arc<Index<K>>>,
     slim: fn(&mut K),
@@ -457,11 +451,11 @@ where
             o.meta_mut().managed_fields = None;
             slim(o);
         })
-        .reflect(writer)
-        // After the store has the event: the overlay must never give up our write for a store
-        // that does not hold it yet.
         .inspect(move |event| {
             let Ok(event) = event else { return };
+            // The store first: the overlay must never give up our write for a store that does
+            // not hold it yet.
+            store.observe(event);
             for index in &indexes {
                 index.observe(event);
             }

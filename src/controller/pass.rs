@@ -7,11 +7,9 @@ use std::{
 };
 
 use kube::{
-    Api, ResourceExt,
-    api::Patch,
-    runtime::{controller::Action, events::EventType, reflector::ObjectRef},
+    ResourceExt,
+    runtime::{controller::Action, events::EventType},
 };
-use serde_json::json;
 use tracing::debug;
 
 use super::{
@@ -32,6 +30,7 @@ use crate::{
     controller::plan::{Desired, Owner},
     controller::resolve::ResolvedSource,
     controller::status::{CredentialsCondition, Report},
+    controller::status_writes::Pending,
     controller::targets::{NamespaceFacts, Selection},
     runtime::metrics::CredentialLabels,
 };
@@ -77,17 +76,14 @@ pub(super) fn targets_among(
     namespaces
         .iter()
         .filter(|name| {
-            ctx.caches
-                .namespaces
-                .get(&ObjectRef::new(name.as_str()))
-                .is_some_and(|ns| {
-                    selection.targets(&NamespaceFacts {
-                        name,
-                        labels: ns.metadata.labels.as_ref(),
-                        annotations: ns.metadata.annotations.as_ref(),
-                        terminating: ns.metadata.deletion_timestamp.is_some(),
-                    })
+            ctx.caches.namespaces.get("", name).is_some_and(|ns| {
+                selection.targets(&NamespaceFacts {
+                    name,
+                    labels: ns.metadata.labels.as_ref(),
+                    annotations: ns.metadata.annotations.as_ref(),
+                    terminating: ns.metadata.deletion_timestamp.is_some(),
                 })
+            })
         })
         .cloned()
         .collect()
@@ -119,7 +115,7 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
             let e = Error::from(e);
             let report = stalled_report(old, &secret_name, e.reason(), e.to_string());
             ctx.ledgers.invalidate(&owner.name);
-            write_status(ctx, rc, report).await?;
+            write_status(ctx, rc, &report);
             return Ok(Action::requeue(CONFIG_RETRY));
         }
     };
@@ -163,7 +159,7 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
                 report.stalled = failed.configuration;
                 report.targets = all_targets().len() as u32;
                 ctx.ledgers.invalidate(&owner.name);
-                write_status(ctx, rc, report).await?;
+                write_status(ctx, rc, &report);
                 return Ok(Action::requeue(failed.retry_in));
             }
         },
@@ -187,7 +183,7 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
             let mut report = stalled_report(old, &secret_name, e.reason(), e.to_string());
             report.targets = all_targets().len() as u32;
             ctx.ledgers.invalidate(&owner.name);
-            write_status(ctx, rc, report).await?;
+            write_status(ctx, rc, &report);
             return Ok(Action::requeue(CONFIG_RETRY));
         }
     };
@@ -224,7 +220,7 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
             credential_expires_at: None,
         };
         ctx.ledgers.invalidate(&owner.name);
-        write_status(ctx, rc, report).await?;
+        write_status(ctx, rc, &report);
         return Ok(Action::await_change());
     }
 
@@ -365,7 +361,7 @@ pub(super) async fn sync(rc: &RegistryCredential, ctx: &Context) -> Result<Actio
         // The full pass's schedule stands: the namespaces not looked at are owed their resync.
         due.saturating_duration_since(Instant::now())
     };
-    write_status(ctx, rc, report).await?;
+    write_status(ctx, rc, &report);
     if rotated {
         publish(
             ctx,
@@ -473,11 +469,7 @@ pub(super) fn key_warnings(registries: &[String]) -> Vec<String> {
 
 /// Writes the status if it changed, and emits an Event when the Ready reason changes (or, for a
 /// problem, its message): Events mark transitions, not passes.
-pub(super) async fn write_status(
-    ctx: &Context,
-    rc: &RegistryCredential,
-    report: Report,
-) -> Result<(), Error> {
+pub(super) fn write_status(ctx: &Context, rc: &RegistryCredential, report: &Report) {
     let previous = ctx.previous_status(rc);
     let old = previous.as_ref();
     let name = rc.name_any();
@@ -487,9 +479,9 @@ pub(super) async fn write_status(
         CredentialsCondition::Off => ctx.metrics.set_verified(&name, None),
         CredentialsCondition::Keep => {}
     }
-    let new = status::build(old, rc.metadata.generation, &report);
+    let new = status::build(old, rc.metadata.generation, report);
     if old == Some(&new) {
-        return Ok(());
+        return;
     }
     let old_ready = old.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
     let transition = match old_ready {
@@ -499,18 +491,19 @@ pub(super) async fn write_status(
                 || (!report.ready && c.message != report.message && report.stalled)
         }
     };
-    let api = Api::<RegistryCredential>::all(ctx.client.clone());
-    api.patch_status(
-        &name,
-        &crate::writes::patch_params(),
-        &Patch::Merge(json!({ "status": status::merge_patch(old, &new) })),
-    )
-    .await
-    .map_err(|source| Error::Status {
-        name: name.clone(),
-        source: Box::new(source),
-    })?;
-    ctx.wrote_status(rc, &new);
+    // Written in the background; what the next pass compares with is this status already.
+    if let Some(uid) = &rc.metadata.uid {
+        ctx.wrote_status(rc, &new);
+        ctx.status_writer.submit(
+            name.clone(),
+            Pending {
+                uid: uid.clone(),
+                old: previous.clone(),
+                new: new.clone(),
+            },
+            ctx.statuses.clone(),
+        );
+    }
     if let CredentialsCondition::Set {
         valid,
         reason,
@@ -555,5 +548,4 @@ pub(super) async fn write_status(
         };
         publish(ctx, rc, type_, &report.reason, report.message.clone());
     }
-    Ok(())
 }

@@ -88,6 +88,9 @@ pub(super) async fn recover(
     for pod in &found {
         let first = fresh.contains(&pod.uid);
         if mode == PodRecovery::Evict && pod.recreated {
+            if ctx.evictions.was_evicted(&pod.uid) {
+                continue; // recovered; the watch has not shown it terminating yet
+            }
             if let Err(wait) = ctx
                 .evictions
                 .take(&name, ctx.settings.max_evictions_per_minute)
@@ -99,6 +102,7 @@ pub(super) async fn recover(
             let api = Api::<Pod>::namespaced(ctx.client.clone(), &pod.namespace);
             match api.evict(&pod.name, &crate::writes::evict_params()).await {
                 Ok(_) => {
+                    ctx.evictions.evicted(&pod.uid);
                     info!(credential = %name, namespace = %pod.namespace, pod = %pod.name, "evicted a pod to recover its pull");
                     ctx.metrics
                         .pods_recovered

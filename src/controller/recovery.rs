@@ -309,14 +309,20 @@ impl PodWatch {
     }
 }
 
-/// Evictions per credential in the last minute, for the rate limit.
+/// Evictions per credential in the last minute, for the rate limit, and the pods evicted: the
+/// pod watch shows an evicted pod as terminating only a moment later, and a pass in between must
+/// not evict it again.
 #[derive(Default)]
 pub(crate) struct EvictionBudget {
     recent: Mutex<HashMap<String, VecDeque<Instant>>>,
+    /// Pods by uid, with when they were evicted.
+    evicted: Mutex<HashMap<String, Instant>>,
 }
 
 impl EvictionBudget {
     const WINDOW: Duration = Duration::from_secs(60);
+    /// Long past the moment the pod watch shows an eviction.
+    const REMEMBER: Duration = Duration::from_secs(120);
 
     /// Takes one eviction of `credential`'s budget; `Err(wait)` when spent, with the time until
     /// the next one is allowed.
@@ -351,6 +357,22 @@ impl EvictionBudget {
             .lock()
             .expect("eviction budget lock")
             .remove(credential);
+    }
+
+    /// Remembers that the pod with `uid` was evicted.
+    pub(crate) fn evicted(&self, uid: &str) {
+        let mut evicted = self.evicted.lock().expect("evicted pods lock");
+        evicted.retain(|_, at| at.elapsed() < Self::REMEMBER);
+        evicted.insert(uid.into(), Instant::now());
+    }
+
+    /// Whether the pod with `uid` was evicted lately (its deletion may not be in the cache yet).
+    pub(crate) fn was_evicted(&self, uid: &str) -> bool {
+        self.evicted
+            .lock()
+            .expect("evicted pods lock")
+            .get(uid)
+            .is_some_and(|at| at.elapsed() < Self::REMEMBER)
     }
 }
 
@@ -613,6 +635,15 @@ mod tests {
             |_, _| true,
         );
         assert_eq!(before, after, "the same decision from the slim pod");
+    }
+
+    #[test]
+    fn an_evicted_pod_is_not_evicted_again_before_the_cache_shows_it_terminating() {
+        let budget = EvictionBudget::default();
+        assert!(!budget.was_evicted("uid-1"));
+        budget.evicted("uid-1");
+        assert!(budget.was_evicted("uid-1"));
+        assert!(!budget.was_evicted("uid-2"));
     }
 
     #[test]

@@ -4,36 +4,32 @@
 
 pub(crate) mod index;
 pub(crate) mod overlay;
+pub(crate) mod store;
 
 use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
-use kube::{
-    core::PartialObjectMeta,
-    runtime::reflector::{ObjectRef, Store},
-};
+use kube::{core::PartialObjectMeta, runtime::reflector};
 
 use crate::api::RegistryCredential;
 use index::Index;
+use store::Store;
 
-/// The reflector stores the controller reads instead of the API.
+/// The watch caches the controller reads instead of the API.
 #[derive(Clone)]
 pub(crate) struct Caches {
-    pub(crate) credentials: Store<RegistryCredential>,
+    /// kube's controller keeps this one.
+    pub(crate) credentials: reflector::Store<RegistryCredential>,
     pub(crate) namespaces: Store<PartialObjectMeta<Namespace>>,
     pub(crate) service_accounts: Store<ServiceAccount>,
     /// Only Secrets labelled `app.kubernetes.io/managed-by: regcred-operator`.
     pub(crate) secrets: Store<Secret>,
     /// All Secrets of each allowed source namespace.
     pub(crate) sources: BTreeMap<String, Store<Secret>>,
-    /// ServiceAccounts by namespace.
-    pub(crate) sas_by_namespace: Arc<Index<ServiceAccount>>,
     /// ServiceAccounts by the credentials whose entries their annotation records.
     pub(crate) sas_by_credential: Arc<Index<ServiceAccount>>,
     /// Our Secrets by the credential of their label.
     pub(crate) secrets_by_credential: Arc<Index<Secret>>,
-    /// Our Secrets by namespace.
-    pub(crate) secrets_by_namespace: Arc<Index<Secret>>,
     /// Becomes true once every store above holds its initial list.
     pub(crate) ready: tokio::sync::watch::Receiver<bool>,
 }
@@ -46,22 +42,19 @@ impl Caches {
         let _ = self.ready.clone().wait_for(|ready| *ready).await;
     }
 
-    /// Awaits the stores themselves. Called by exactly one task: a store's readiness future wakes
-    /// only its most recent waiter, so everyone else waits on [`Caches::ready`]. The credentials
-    /// store is left out for the same reason: kube's controller already waits on it and starts no
-    /// reconcile before it is ready.
+    /// Awaits the stores themselves. Called by one task, which then sets [`Caches::ready`]. The
+    /// credentials store is left out: kube's store wakes only its most recent waiter, and kube's
+    /// controller already waits on it and starts no reconcile before it is ready.
     pub(crate) async fn stores_ready(&self) {
-        let _ = self.namespaces.wait_until_ready().await;
-        let _ = self.service_accounts.wait_until_ready().await;
-        let _ = self.secrets.wait_until_ready().await;
+        self.namespaces.wait_until_ready().await;
+        self.service_accounts.wait_until_ready().await;
+        self.secrets.wait_until_ready().await;
         for store in self.sources.values() {
-            let _ = store.wait_until_ready().await;
+            store.wait_until_ready().await;
         }
     }
 
     pub(crate) fn source_secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
-        self.sources
-            .get(namespace)?
-            .get(&ObjectRef::new(name).within(namespace))
+        self.sources.get(namespace)?.get(namespace, name)
     }
 }
