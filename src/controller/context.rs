@@ -238,12 +238,14 @@ pub(crate) struct CacheView<'a> {
 
 impl CacheView<'_> {
     fn sa(&self, (ns, name): &Key) -> Option<Arc<ServiceAccount>> {
-        let cached = self.ctx.caches.service_accounts.get(ns, name);
+        let cached = (self.ctx.caches.service_accounts.get(ns, name))
+            .map(|sa| Arc::new(sa.restore(ns, name)));
         self.ctx.sa_writes.view(ns, name, cached)
     }
 
     fn managed_secret(&self, (ns, name): &Key) -> Option<Arc<Secret>> {
-        let cached = self.ctx.caches.secrets.get(ns, name);
+        let cached = (self.ctx.caches.secrets.get(ns, name))
+            .map(|secret| Arc::new(secret.restore(ns, name)));
         self.ctx.secret_writes.view(ns, name, cached)
     }
 }
@@ -268,8 +270,8 @@ impl View for CacheView<'_> {
             .service_accounts
             .in_namespace(namespace)
             .into_iter()
-            .filter_map(|sa| {
-                let name = sa.metadata.name.clone().unwrap_or_default();
+            .filter_map(|(name, sa)| {
+                let sa = Arc::new(sa.restore(namespace, &name));
                 self.ctx.sa_writes.view(namespace, &name, Some(sa))
             })
             .collect()
@@ -300,9 +302,7 @@ impl View for CacheView<'_> {
             .iter()
             .flat_map(|ns| {
                 let cached = self.ctx.caches.secrets.in_namespace(ns);
-                cached
-                    .into_iter()
-                    .map(move |s| (ns.clone(), s.metadata.name.clone().unwrap_or_default()))
+                cached.into_iter().map(move |(name, _)| (ns.clone(), name))
             })
             .collect();
         with_written(cached, written)

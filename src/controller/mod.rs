@@ -58,7 +58,11 @@ use crate::{
     api::{
         CREDENTIAL_LABEL, FINALIZER, MANAGED_BY_LABEL, MANAGER, PodRecovery, RegistryCredential,
     },
-    controller::cache::{Caches, store::Store},
+    controller::cache::{
+        Caches,
+        slim::{Cached, CachedSecret, facts_of},
+        store::Store,
+    },
     controller::cache::{index::Index, overlay::Overlay},
     controller::context::{Appearances, Context},
     controller::error::Error,
@@ -256,13 +260,14 @@ pub(crate) async fn run(
         move |sa: ServiceAccount| {
             let namespace = sa.namespace().unwrap_or_default();
             let ns = namespaces.get("", &namespace);
+            let facts = ns.as_ref().map(|ns| ns.facts(&namespace));
             touching(
                 &ledgers,
                 Some(&namespace),
                 store
                     .state()
                     .iter()
-                    .filter(|rc| concerns_service_account(rc, &sa, ns.as_deref())),
+                    .filter(|rc| concerns_service_account(rc, &sa, facts.as_ref())),
             )
         }
     };
@@ -288,13 +293,15 @@ pub(crate) async fn run(
         let (store, namespaces) = (credential_store.clone(), caches.namespaces.clone());
         let ledgers = ledgers.clone();
         move |pod: Pod| {
-            let ns = namespaces.get("", pod.metadata.namespace.as_deref().unwrap_or_default());
+            let name = pod.metadata.namespace.as_deref().unwrap_or_default();
+            let ns = namespaces.get("", name);
+            let facts = ns.as_ref().map(|ns| ns.facts(name));
             touching(
                 &ledgers,
                 None,
                 store.state().iter().filter(|rc| {
                     rc.spec.pod_recovery != PodRecovery::Off
-                        && ns.as_deref().is_some_and(|ns| targets_namespace(rc, ns))
+                        && facts.as_ref().is_some_and(|ns| targets_namespace(rc, ns))
                 }),
             )
         }
@@ -359,16 +366,9 @@ fn touching<'a>(
         .collect()
 }
 
-fn targets_namespace(rc: &RegistryCredential, ns: &PartialObjectMeta<Namespace>) -> bool {
+fn targets_namespace(rc: &RegistryCredential, ns: &NamespaceFacts<'_>) -> bool {
     // An invalid selector is reported by the reconcile, so it must run.
-    Selection::new(&rc.spec).map_or(true, |selection| {
-        selection.targets(&NamespaceFacts {
-            name: ns.metadata.name.as_deref().unwrap_or_default(),
-            labels: ns.metadata.labels.as_ref(),
-            annotations: ns.metadata.annotations.as_ref(),
-            terminating: ns.metadata.deletion_timestamp.is_some(),
-        })
-    })
+    Selection::new(&rc.spec).map_or(true, |selection| selection.targets(ns))
 }
 
 /// A namespace event matters to a credential that targets the namespace now, or that has its
@@ -376,9 +376,9 @@ fn targets_namespace(rc: &RegistryCredential, ns: &PartialObjectMeta<Namespace>)
 fn concerns_namespace(
     rc: &RegistryCredential,
     ns: &PartialObjectMeta<Namespace>,
-    secrets: &Store<Secret>,
+    secrets: &Store<CachedSecret>,
 ) -> bool {
-    targets_namespace(rc, ns)
+    targets_namespace(rc, &facts_of(ns))
         || secrets
             .get(
                 ns.metadata.name.as_deref().unwrap_or_default(),
@@ -392,7 +392,7 @@ fn concerns_namespace(
 fn concerns_service_account(
     rc: &RegistryCredential,
     sa: &ServiceAccount,
-    ns: Option<&PartialObjectMeta<Namespace>>,
+    ns: Option<&NamespaceFacts<'_>>,
 ) -> bool {
     let name = sa.name_any();
     let selected = rc
@@ -433,10 +433,10 @@ fn slim_namespace(ns: &mut PartialObjectMeta<Namespace>) {
 /// A watch feeding `store`, without managedFields and slimmed by `slim` (memory), then the
 /// indexes and our write overlay its watermark, yielding every object it touched (deletions
 /// included) as a reconcile trigger.
-fn cached_watch<K>(
+fn cached_watch<K, C>(
     api: Api<K>,
     config: watcher::Config,
-    store: Store<K>,
+    store: Store<C>,
     overlay: Option<Arc<Overlay<K>>>,
     indexes: Vec<Arc<Index<K>>>,
     slim: fn(&mut K),
@@ -444,6 +444,7 @@ fn cached_watch<K>(
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    C: Cached<Full = K> + Send + Sync + 'static,
 {
     watcher(api, config.any_semantic())
         .default_backoff()

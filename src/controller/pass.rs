@@ -31,7 +31,7 @@ use crate::{
     controller::resolve::ResolvedSource,
     controller::status::{CredentialsCondition, Report},
     controller::status_writes::Pending,
-    controller::targets::{NamespaceFacts, Selection},
+    controller::targets::Selection,
     runtime::metrics::CredentialLabels,
 };
 
@@ -44,21 +44,12 @@ pub(super) fn owner_of(rc: &RegistryCredential) -> Result<Owner, Error> {
 
 /// Target namespaces from the namespace cache, sorted.
 pub(super) fn target_namespaces(ctx: &Context, selection: &Selection<'_>) -> Vec<String> {
-    let mut targets: Vec<String> = ctx
-        .caches
-        .namespaces
-        .state()
-        .iter()
-        .filter(|ns| {
-            selection.targets(&NamespaceFacts {
-                name: ns.metadata.name.as_deref().unwrap_or_default(),
-                labels: ns.metadata.labels.as_ref(),
-                annotations: ns.metadata.annotations.as_ref(),
-                terminating: ns.metadata.deletion_timestamp.is_some(),
-            })
-        })
-        .map(|ns| ns.name_any())
-        .collect();
+    let mut targets = Vec::new();
+    ctx.caches.namespaces.scan(|_, name, ns| {
+        if selection.targets(&ns.facts(name)) {
+            targets.push(name.to_string());
+        }
+    });
     targets.sort_unstable();
     targets
 }
@@ -76,14 +67,10 @@ pub(super) fn targets_among(
     namespaces
         .iter()
         .filter(|name| {
-            ctx.caches.namespaces.get("", name).is_some_and(|ns| {
-                selection.targets(&NamespaceFacts {
-                    name,
-                    labels: ns.metadata.labels.as_ref(),
-                    annotations: ns.metadata.annotations.as_ref(),
-                    terminating: ns.metadata.deletion_timestamp.is_some(),
-                })
-            })
+            ctx.caches
+                .namespaces
+                .get("", name)
+                .is_some_and(|ns| selection.targets(&ns.facts(name)))
         })
         .cloned()
         .collect()

@@ -4,15 +4,17 @@
 
 pub(crate) mod index;
 pub(crate) mod overlay;
+pub(crate) mod slim;
 pub(crate) mod store;
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
-use kube::{core::PartialObjectMeta, runtime::reflector};
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use kube::runtime::reflector;
 
 use crate::api::RegistryCredential;
 use index::Index;
+use slim::{CachedNamespace, CachedSecret, CachedServiceAccount};
 use store::Store;
 
 /// The watch caches the controller reads instead of the API.
@@ -20,10 +22,10 @@ use store::Store;
 pub(crate) struct Caches {
     /// kube's controller keeps this one.
     pub(crate) credentials: reflector::Store<RegistryCredential>,
-    pub(crate) namespaces: Store<PartialObjectMeta<Namespace>>,
-    pub(crate) service_accounts: Store<ServiceAccount>,
+    pub(crate) namespaces: Store<CachedNamespace>,
+    pub(crate) service_accounts: Store<CachedServiceAccount>,
     /// Only Secrets labelled `app.kubernetes.io/managed-by: regcred-operator`.
-    pub(crate) secrets: Store<Secret>,
+    pub(crate) secrets: Store<CachedSecret>,
     /// All Secrets of each allowed source namespace.
     pub(crate) sources: BTreeMap<String, Store<Secret>>,
     /// ServiceAccounts by the credentials whose entries their annotation records.

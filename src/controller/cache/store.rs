@@ -13,6 +13,8 @@ use std::{
 
 use kube::{Resource, runtime::watcher::Event};
 
+use super::slim::Cached;
+
 type Objects<K> = HashMap<Box<str>, HashMap<Box<str>, Arc<K>>>;
 
 struct Inner<K> {
@@ -22,7 +24,8 @@ struct Inner<K> {
     ready: tokio::sync::watch::Sender<bool>,
 }
 
-/// Objects of kind `K` as the watch last delivered them. Clones share the cache.
+/// What the watch last delivered of each object, kept as `K` (see [`Cached`]). Clones share the
+/// cache.
 pub(crate) struct Store<K> {
     inner: Arc<Inner<K>>,
 }
@@ -47,7 +50,7 @@ impl<K> Default for Store<K> {
     }
 }
 
-fn put<K: Resource + Clone>(objects: &mut Objects<K>, obj: &K) {
+fn put<K: Cached>(objects: &mut Objects<K>, obj: &K::Full) {
     let meta = obj.meta();
     let (ns, name) = (
         meta.namespace.as_deref().unwrap_or_default(),
@@ -57,10 +60,10 @@ fn put<K: Resource + Clone>(objects: &mut Objects<K>, obj: &K) {
         Some(names) => names,
         None => objects.entry(ns.into()).or_default(),
     };
-    names.insert(name.into(), Arc::new(obj.clone()));
+    names.insert(name.into(), Arc::new(K::keep(obj)));
 }
 
-fn remove<K: Resource>(objects: &mut Objects<K>, obj: &K) {
+fn remove<K>(objects: &mut Objects<K>, obj: &impl Resource) {
     let meta = obj.meta();
     let ns = meta.namespace.as_deref().unwrap_or_default();
     if let Some(names) = objects.get_mut(ns) {
@@ -71,9 +74,9 @@ fn remove<K: Resource>(objects: &mut Objects<K>, obj: &K) {
     }
 }
 
-impl<K: Resource + Clone> Store<K> {
+impl<K: Cached> Store<K> {
     /// Follows one watch event.
-    pub(crate) fn observe(&self, event: &Event<K>) {
+    pub(crate) fn observe(&self, event: &Event<K::Full>) {
         let inner = &self.inner;
         match event {
             Event::Apply(obj) => put(&mut inner.live.write().expect("store lock"), obj),
@@ -101,20 +104,28 @@ impl<K> Store<K> {
         live.get(namespace)?.get(name).cloned()
     }
 
-    /// The objects of `namespace`, in no particular order.
-    pub(crate) fn in_namespace(&self, namespace: &str) -> Vec<Arc<K>> {
+    /// The objects of `namespace` with their names, in no particular order.
+    pub(crate) fn in_namespace(&self, namespace: &str) -> Vec<(String, Arc<K>)> {
         let live = self.inner.live.read().expect("store lock");
         live.get(namespace)
-            .map(|names| names.values().cloned().collect())
+            .map(|names| {
+                names
+                    .iter()
+                    .map(|(name, obj)| (name.to_string(), obj.clone()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
-    /// Every object, in no particular order.
-    pub(crate) fn state(&self) -> Vec<Arc<K>> {
+    /// Calls `f` with the namespace, name and object of every object, in no particular order,
+    /// while the cache is locked for reading (so `f` must not wait for anything).
+    pub(crate) fn scan(&self, mut f: impl FnMut(&str, &str, &K)) {
         let live = self.inner.live.read().expect("store lock");
-        live.values()
-            .flat_map(|names| names.values().cloned())
-            .collect()
+        for (ns, names) in live.iter() {
+            for (name, obj) in names {
+                f(ns, name, obj);
+            }
+        }
     }
 
     /// Waits until the first complete list is in.
@@ -127,20 +138,33 @@ impl<K> Store<K> {
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+    use k8s_openapi::api::core::v1::{Namespace, Secret};
     use kube::core::PartialObjectMeta;
 
     use super::*;
+    use crate::controller::cache::slim::CachedNamespace;
 
-    fn sa(ns: &str, name: &str, rv: &str) -> ServiceAccount {
-        let mut sa = ServiceAccount::default();
+    fn sa(ns: &str, name: &str, rv: &str) -> Secret {
+        let mut sa = Secret::default();
         sa.metadata.namespace = Some(ns.into());
         sa.metadata.name = Some(name.into());
         sa.metadata.resource_version = Some(rv.into());
         sa
     }
 
-    fn names(mut objects: Vec<Arc<ServiceAccount>>) -> Vec<String> {
+    fn all(store: &Store<Secret>) -> Vec<Arc<Secret>> {
+        let mut objects = Vec::new();
+        store.scan(|ns, name, o| {
+            assert_eq!(
+                (o.metadata.namespace.as_deref(), o.metadata.name.as_deref()),
+                (Some(ns), Some(name))
+            );
+            objects.push(Arc::new(o.clone()));
+        });
+        objects
+    }
+
+    fn names(mut objects: Vec<Arc<Secret>>) -> Vec<String> {
         objects.sort_by_key(|o| (o.metadata.namespace.clone(), o.metadata.name.clone()));
         objects
             .iter()
@@ -157,7 +181,7 @@ mod tests {
 
     #[test]
     fn objects_are_found_by_namespace_and_name_and_leave_on_delete() {
-        let store = Store::default();
+        let store = Store::<Secret>::default();
         store.observe(&Event::Apply(sa("a", "default", "1")));
         store.observe(&Event::Apply(sa("a", "builder", "2")));
         store.observe(&Event::Apply(sa("b", "default", "3")));
@@ -166,29 +190,36 @@ mod tests {
             store.get("a", "default").unwrap().metadata.resource_version,
             Some("4".into())
         );
+        let in_a = store.in_namespace("a");
+        assert!(
+            in_a.iter()
+                .all(|(name, o)| o.metadata.name.as_ref() == Some(name))
+        );
         assert_eq!(
-            names(store.in_namespace("a")),
+            names(in_a.into_iter().map(|(_, o)| o).collect()),
             ["a/builder@2", "a/default@4"]
         );
         store.observe(&Event::Delete(sa("b", "default", "5")));
         assert!(store.get("b", "default").is_none());
         assert!(store.in_namespace("b").is_empty());
-        assert_eq!(names(store.state()), ["a/builder@2", "a/default@4"]);
+        assert_eq!(names(all(&store)), ["a/builder@2", "a/default@4"]);
     }
 
     #[test]
     fn cluster_scoped_objects_have_the_empty_namespace() {
-        let store = Store::<PartialObjectMeta<Namespace>>::default();
+        let store = Store::<CachedNamespace>::default();
         let mut ns = PartialObjectMeta::<Namespace>::default();
         ns.metadata.name = Some("team-a".into());
         store.observe(&Event::Apply(ns));
         assert!(store.get("", "team-a").is_some());
-        assert_eq!(store.state().len(), 1);
+        let mut seen = Vec::new();
+        store.scan(|ns, name, _| seen.push(format!("{ns}/{name}")));
+        assert_eq!(seen, ["/team-a"]);
     }
 
     #[tokio::test]
     async fn a_relist_is_swapped_in_whole_when_it_is_complete() {
-        let store = Store::default();
+        let store = Store::<Secret>::default();
         let waiting = tokio::spawn({
             let store = store.clone();
             async move { store.wait_until_ready().await }
@@ -203,9 +234,9 @@ mod tests {
         // A later re-list drops what it no longer holds, once complete.
         store.observe(&Event::Init);
         store.observe(&Event::InitApply(sa("b", "default", "2")));
-        assert_eq!(names(store.state()), ["a/default@1"]);
+        assert_eq!(names(all(&store)), ["a/default@1"]);
         store.observe(&Event::InitDone);
-        assert_eq!(names(store.state()), ["b/default@2"]);
+        assert_eq!(names(all(&store)), ["b/default@2"]);
         store.wait_until_ready().await;
     }
 }
