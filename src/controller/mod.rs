@@ -117,7 +117,7 @@ pub(crate) async fn run(
     let secret_writes = Arc::new(Overlay::<Secret>::default());
     let sa_writes = Arc::new(Overlay::<ServiceAccount>::default());
 
-    // ServiceAccounts: full objects (imagePullSecrets is not metadata); they are small.
+    // ServiceAccounts: watched whole (imagePullSecrets is not metadata), cached slim.
     let service_accounts = Store::default();
     let sas_by_credential = Arc::new(Index::new(service_accounts::credentials_recorded));
     let appeared = Arc::new(Appearances::default());
