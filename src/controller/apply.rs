@@ -88,18 +88,27 @@ pub(crate) struct Apply<'a> {
 }
 
 impl Apply<'_> {
-    pub(crate) async fn run(&self, plan: Plan) -> Applied {
+    /// Carries out `plan`, its targets and then `targets` (planned as the stream pulls them),
+    /// then its cleanups.
+    pub(crate) async fn run(
+        &self,
+        targets: impl Iterator<Item = TargetPlan> + Send,
+        plan: Plan,
+    ) -> Applied {
         let concurrency = self.ctx.settings.write_concurrency.max(1);
         let mut applied = Applied::default();
-        let results: Vec<(String, TargetOutcome, Option<String>)> = stream::iter(plan.targets)
-            .map(|t| async {
-                let ns = t.namespace.clone();
-                let (outcome, adopted) = self.target(t).await;
-                (ns, outcome, adopted)
-            })
-            .buffer_unordered(concurrency)
-            .collect()
-            .await;
+        let results: Vec<(String, TargetOutcome, Option<String>)> =
+            stream::iter(plan.targets.into_iter().chain(targets))
+                .map(|t| async {
+                    let ns = t.namespace.clone();
+                    let (outcome, adopted) = self.target(t).await;
+                    (ns, outcome, adopted)
+                })
+                .buffer_unordered(concurrency)
+                // Boxed where its lifetimes are concrete: the controller's future must be Send.
+                .boxed()
+                .collect()
+                .await;
         for (ns, outcome, adopted) in results {
             applied.targets.push((ns, outcome));
             applied.adopted.extend(adopted);

@@ -13,7 +13,7 @@ use crate::{
     api::NamespaceFailure,
     api::{RegistryCredential, RegistryCredentialStatus},
     controller::cache::{Caches, index::Key, overlay::Overlay},
-    controller::plan::{self, View},
+    controller::plan::{self, Except, View},
     controller::service_accounts,
     controller::settings::Settings,
     runtime::metrics::Metrics,
@@ -277,18 +277,23 @@ impl View for CacheView<'_> {
             .collect()
     }
 
-    fn secrets_of(&self, credential: &str) -> Vec<Arc<Secret>> {
+    fn secrets_of(&self, credential: &str, except: Except<'_>) -> Vec<Arc<Secret>> {
         with_written(
             self.ctx.caches.secrets_by_credential.members(credential),
             self.ctx.secret_writes.written(),
         )
         .iter()
+        .filter(|(ns, name)| !except(ns, name))
         .filter_map(|key| self.managed_secret(key))
         .filter(|s| plan::labelled_for(s, credential))
         .collect()
     }
 
-    fn managed_secrets_in(&self, namespaces: &BTreeSet<String>) -> Vec<Arc<Secret>> {
+    fn managed_secrets_in(
+        &self,
+        namespaces: &BTreeSet<String>,
+        except: Except<'_>,
+    ) -> Vec<Arc<Secret>> {
         // Our own writes are looked through once for all the namespaces: after a large fan-out
         // the overlay may hold thousands of them.
         let written = self
@@ -307,16 +312,22 @@ impl View for CacheView<'_> {
             .collect();
         with_written(cached, written)
             .iter()
+            .filter(|(ns, name)| !except(ns, name))
             .filter_map(|key| self.managed_secret(key))
             .collect()
     }
 
-    fn service_accounts_of(&self, credential: &str) -> Vec<Arc<ServiceAccount>> {
+    fn service_accounts_of(
+        &self,
+        credential: &str,
+        except: Except<'_>,
+    ) -> Vec<Arc<ServiceAccount>> {
         with_written(
             self.ctx.caches.sas_by_credential.members(credential),
             self.ctx.sa_writes.written(),
         )
         .iter()
+        .filter(|(ns, name)| !except(ns, name))
         .filter_map(|key| self.sa(key))
         .filter(|sa| !service_accounts::owned_by(sa, credential).is_empty())
         .collect()

@@ -371,25 +371,26 @@ struct Work<'a> {
 }
 
 impl Work<'_> {
-    /// Plans `targets` (within `within`, or the whole cluster) and carries the plan out.
+    /// Plans `targets` (within `within`, or the whole cluster) and carries the plan out. The
+    /// cleanup is planned first, from the caches as they are before this pass writes; each target
+    /// is planned when a write slot is free for it, so that a pass holds the work of a few
+    /// namespaces at a time, not of all of them.
     async fn apply(&self, targets: &[String], within: Option<&BTreeSet<String>>) -> Applied {
         let view = self.ctx.view(self.rc);
-        let plan = plan::sync(
-            &Desired {
-                owner: self.owner,
-                secret_name: self.secret_name,
-                data: &self.resolved.data,
-                service_accounts: &self.rc.spec.service_accounts,
-                targets,
-                within,
-            },
-            &view,
-        );
+        let desired = Desired {
+            owner: self.owner,
+            secret_name: self.secret_name,
+            data: &self.resolved.data,
+            service_accounts: &self.rc.spec.service_accounts,
+            targets,
+            within,
+        };
+        let cleanup = plan::cleanup(&desired, &view);
         debug!(
             credential = %self.owner.name,
             targets = targets.len(),
             scoped = within.is_some(),
-            writes = plan.writes(),
+            cleanup_writes = cleanup.writes(),
             "planned"
         );
         Apply {
@@ -400,7 +401,10 @@ impl Work<'_> {
             conflict_policy: self.rc.spec.conflict_policy,
             source: &self.rc.spec.source,
         }
-        .run(plan)
+        .run(
+            targets.iter().map(|ns| plan::target(&desired, &view, ns)),
+            cleanup,
+        )
         .await
     }
 }

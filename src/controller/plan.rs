@@ -25,13 +25,21 @@ pub(crate) trait View {
     fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>>;
     /// The ServiceAccounts of a namespace.
     fn service_accounts(&self, namespace: &str) -> Vec<Arc<ServiceAccount>>;
-    /// Every Secret labelled as belonging to `credential`, in any namespace.
-    fn secrets_of(&self, credential: &str) -> Vec<Arc<Secret>>;
+    /// Every Secret labelled as belonging to `credential`, in any namespace, but those whose
+    /// namespace and name `except` accepts (not even read: a pass over thousands of namespaces
+    /// rebuilds only the Secrets it may have to clean up).
+    fn secrets_of(&self, credential: &str, except: Except<'_>) -> Vec<Arc<Secret>>;
     /// The Secrets of these namespaces labelled as managed by this operator, whichever
-    /// credential.
-    fn managed_secrets_in(&self, namespaces: &BTreeSet<String>) -> Vec<Arc<Secret>>;
-    /// Every ServiceAccount whose annotation records an entry added for `credential`.
-    fn service_accounts_of(&self, credential: &str) -> Vec<Arc<ServiceAccount>>;
+    /// credential, but those `except` accepts.
+    fn managed_secrets_in(
+        &self,
+        namespaces: &BTreeSet<String>,
+        except: Except<'_>,
+    ) -> Vec<Arc<Secret>>;
+    /// Every ServiceAccount whose annotation records an entry added for `credential`, but those
+    /// `except` accepts.
+    fn service_accounts_of(&self, credential: &str, except: Except<'_>)
+    -> Vec<Arc<ServiceAccount>>;
     /// A same-name Secret we do not manage found here before, so that we do not try to create over
     /// it on every pass: `Some(Some(message))` while the finding is fresh, `Some(None)` once it is
     /// old enough to be read again.
@@ -39,6 +47,14 @@ pub(crate) trait View {
     /// A RegistryCredential that reads Secret `namespace/name` as its source, if any. Sources are
     /// never written, adopted or deleted, whatever labels they carry.
     fn source_of(&self, namespace: &str, name: &str) -> Option<String>;
+}
+
+/// Objects a lookup leaves out by namespace and name, before it reads them.
+pub(crate) type Except<'a> = &'a dyn Fn(&str, &str) -> bool;
+
+/// Leaves nothing out.
+pub(crate) fn nothing(_: &str, _: &str) -> bool {
+    false
 }
 
 /// A view whose ServiceAccounts are a fresh read (for the teardown); everything else comes from
@@ -59,16 +75,30 @@ impl<V: View> View for FreshServiceAccounts<'_, V> {
             .cloned()
             .collect()
     }
-    fn secrets_of(&self, credential: &str) -> Vec<Arc<Secret>> {
-        self.inner.secrets_of(credential)
+    fn secrets_of(&self, credential: &str, except: Except<'_>) -> Vec<Arc<Secret>> {
+        self.inner.secrets_of(credential, except)
     }
-    fn managed_secrets_in(&self, namespaces: &BTreeSet<String>) -> Vec<Arc<Secret>> {
-        self.inner.managed_secrets_in(namespaces)
+    fn managed_secrets_in(
+        &self,
+        namespaces: &BTreeSet<String>,
+        except: Except<'_>,
+    ) -> Vec<Arc<Secret>> {
+        self.inner.managed_secrets_in(namespaces, except)
     }
-    fn service_accounts_of(&self, credential: &str) -> Vec<Arc<ServiceAccount>> {
+    fn service_accounts_of(
+        &self,
+        credential: &str,
+        except: Except<'_>,
+    ) -> Vec<Arc<ServiceAccount>> {
         self.service_accounts
             .iter()
-            .filter(|sa| !service_accounts::owned_by(sa, credential).is_empty())
+            .filter(|sa| {
+                let (ns, name) = (
+                    sa.metadata.namespace.as_deref().unwrap_or_default(),
+                    sa.metadata.name.as_deref().unwrap_or_default(),
+                );
+                !except(ns, name) && !service_accounts::owned_by(sa, credential).is_empty()
+            })
             .cloned()
             .collect()
     }
@@ -367,99 +397,108 @@ fn push_change(changes: &mut Vec<SaChange>, sa: Arc<ServiceAccount>, want: Want,
     }
 }
 
-/// Plans a sync pass: every target brought to the desired state, everything of ours outside it
-/// removed (with `desired.within`: in those namespaces only).
-pub(crate) fn sync(desired: &Desired<'_>, view: &impl View) -> Plan {
+/// Plans one target namespace: its Secret and the edits of its ServiceAccounts.
+pub(crate) fn target(desired: &Desired<'_>, view: &impl View, ns: &str) -> TargetPlan {
     let owner = desired.owner;
-    let mut plan = Plan::default();
-    for ns in desired.targets {
-        let existing = view.secret(ns, desired.secret_name);
-        let source_of = view.source_of(ns, desired.secret_name);
-        let secret = match existing.as_deref().map(|s| (s, ownership(s, owner))) {
-            _ if source_of.is_some() => SecretStep::Conflict {
-                message: is_a_source(ns, desired.secret_name, &source_of.unwrap_or_default()),
-            },
-            None => match view.known_conflict(ns, desired.secret_name) {
-                Some(Some(message)) => SecretStep::Conflict { message },
-                Some(None) => SecretStep::Recheck,
-                None => SecretStep::Create,
-            },
-            Some((s, Ownership::Ours)) if in_sync(s, owner, desired.data) => SecretStep::InSync,
-            Some((_, Ownership::Ours)) => SecretStep::Update {
-                current: existing.clone().expect("matched Some"),
-            },
-            Some((_, Ownership::OtherCredential(c))) => SecretStep::Conflict {
-                message: held_by_other(ns, desired.secret_name, &c),
-            },
-            Some((_, Ownership::LabelledOnly)) => SecretStep::NotOwned {
-                message: not_owned(
-                    ns,
-                    desired.secret_name,
-                    &owner.name,
-                    "no controller ownerReference of this credential",
-                ),
-            },
-            // Only labelled Secrets are cached, so this is one whose labels changed under us.
-            Some((_, Ownership::Foreign)) => SecretStep::Recheck,
-        };
-        let mut target = TargetPlan {
-            namespace: ns.clone(),
-            secret,
-            edits: Vec::new(),
-            selected_service_accounts: 0,
-            listing_service_accounts: 0,
-            awaiting_default_account: false,
-        };
+    let existing = view.secret(ns, desired.secret_name);
+    let source_of = view.source_of(ns, desired.secret_name);
+    let secret = match existing.as_deref().map(|s| (s, ownership(s, owner))) {
+        _ if source_of.is_some() => SecretStep::Conflict {
+            message: is_a_source(ns, desired.secret_name, &source_of.unwrap_or_default()),
+        },
+        None => match view.known_conflict(ns, desired.secret_name) {
+            Some(Some(message)) => SecretStep::Conflict { message },
+            Some(None) => SecretStep::Recheck,
+            None => SecretStep::Create,
+        },
+        Some((s, Ownership::Ours)) if in_sync(s, owner, desired.data) => SecretStep::InSync,
+        Some((_, Ownership::Ours)) => SecretStep::Update {
+            current: existing.clone().expect("matched Some"),
+        },
+        Some((_, Ownership::OtherCredential(c))) => SecretStep::Conflict {
+            message: held_by_other(ns, desired.secret_name, &c),
+        },
+        Some((_, Ownership::LabelledOnly)) => SecretStep::NotOwned {
+            message: not_owned(
+                ns,
+                desired.secret_name,
+                &owner.name,
+                "no controller ownerReference of this credential",
+            ),
+        },
+        // Only labelled Secrets are cached, so this is one whose labels changed under us.
+        Some((_, Ownership::Foreign)) => SecretStep::Recheck,
+    };
+    let accounts = view.service_accounts(ns);
+    let mut target = TargetPlan {
+        namespace: ns.to_string(),
+        secret,
+        edits: Vec::new(),
+        selected_service_accounts: 0,
+        listing_service_accounts: 0,
         // Every namespace gets its `default` ServiceAccount moments after it appears; until the
         // watch has delivered it, pods created there could miss the Secret, so the namespace
         // is not in sync yet (the account's arrival wakes the credential).
-        target.awaiting_default_account = selected(desired.service_accounts, "default")
-            && !view
-                .service_accounts(ns)
+        awaiting_default_account: selected(desired.service_accounts, "default")
+            && !accounts
                 .iter()
-                .any(|sa| sa.metadata.name.as_deref() == Some("default"));
-        if !matches!(
-            target.secret,
-            SecretStep::Conflict { .. } | SecretStep::NotOwned { .. }
-        ) {
-            for sa in view.service_accounts(ns) {
-                let name = sa.metadata.name.as_deref().unwrap_or_default();
-                let want = if selected(desired.service_accounts, name) {
-                    target.selected_service_accounts += 1;
-                    if service_accounts::lists(&sa, desired.secret_name) {
-                        target.listing_service_accounts += 1;
-                    }
-                    Want::Listed(desired.secret_name.to_string())
-                } else {
-                    Want::Removed
-                };
-                push_change(&mut target.edits, sa, want, &owner.name);
-            }
+                .any(|sa| sa.metadata.name.as_deref() == Some("default")),
+    };
+    if !matches!(
+        target.secret,
+        SecretStep::Conflict { .. } | SecretStep::NotOwned { .. }
+    ) {
+        for sa in accounts {
+            let name = sa.metadata.name.as_deref().unwrap_or_default();
+            let want = if selected(desired.service_accounts, name) {
+                target.selected_service_accounts += 1;
+                if service_accounts::lists(&sa, desired.secret_name) {
+                    target.listing_service_accounts += 1;
+                }
+                Want::Listed(desired.secret_name.to_string())
+            } else {
+                Want::Removed
+            };
+            push_change(&mut target.edits, sa, want, &owner.name);
         }
-        plan.targets.push(target);
     }
+    target
+}
 
-    // Ours outside the desired state: Secrets in namespaces no longer targeted or under an old
-    // name, and ServiceAccount entries outside target namespaces.
+/// Plans what is ours outside the desired state: Secrets in namespaces no longer targeted or
+/// under an old name, and ServiceAccount entries outside target namespaces (with
+/// `desired.within`: in those namespaces only). The plan's `targets` stay empty: a pass plans
+/// each target as its turn comes ([`target`]), so that a pass over thousands of namespaces
+/// holds the work of a few at a time.
+pub(crate) fn cleanup(desired: &Desired<'_>, view: &impl View) -> Plan {
+    let owner = desired.owner;
+    let mut plan = Plan::default();
     let is_target = |ns: &str| {
         desired
             .targets
             .binary_search_by(|t| t.as_str().cmp(ns))
             .is_ok()
     };
+    // What a target namespace should hold is no cleanup candidate, nor is a source.
+    let wanted = |ns: &str, name: &str| {
+        (name == desired.secret_name && is_target(ns)) || view.source_of(ns, name).is_some()
+    };
+    // Target namespaces' accounts are handled with the target's own edits.
+    let in_target = |ns: &str, _: &str| is_target(ns);
     let mut cleanups: BTreeMap<String, CleanupPlan> = BTreeMap::new();
     let (secrets, sas) = match desired.within {
         None => (
-            view.secrets_of(&owner.name),
-            view.service_accounts_of(&owner.name),
+            view.secrets_of(&owner.name, &wanted),
+            view.service_accounts_of(&owner.name, &in_target),
         ),
         Some(namespaces) => (
-            view.managed_secrets_in(namespaces)
+            view.managed_secrets_in(namespaces, &wanted)
                 .into_iter()
                 .filter(|s| labelled_for(s, &owner.name))
                 .collect(),
             namespaces
                 .iter()
+                .filter(|ns| !is_target(ns))
                 .flat_map(|ns| view.service_accounts(ns))
                 .filter(|sa| !service_accounts::owned_by(sa, &owner.name).is_empty())
                 .collect(),
@@ -467,10 +506,8 @@ pub(crate) fn sync(desired: &Desired<'_>, view: &impl View) -> Plan {
     };
     for secret in secrets {
         let ns = secret.metadata.namespace.clone().unwrap_or_default();
-        let stale_name = secret.metadata.name.as_deref() != Some(desired.secret_name);
         let name = secret.metadata.name.as_deref().unwrap_or_default();
-        let wanted_here = !stale_name && is_target(&ns);
-        if wanted_here || view.source_of(&ns, name).is_some() {
+        if wanted(&ns, name) {
             continue;
         }
         match ownership(&secret, owner) {
@@ -482,7 +519,7 @@ pub(crate) fn sync(desired: &Desired<'_>, view: &impl View) -> Plan {
     for sa in sas {
         let ns = sa.metadata.namespace.clone().unwrap_or_default();
         if is_target(&ns) {
-            continue; // handled above, with the target's own edits
+            continue;
         }
         push_change(
             &mut cleanups.entry(ns).or_default().edits,
@@ -505,7 +542,7 @@ pub(crate) fn teardown(owner: &Owner, policy: DeletionPolicy, view: &impl View) 
         DeletionPolicy::Orphan => Want::Released,
     };
     let mut cleanups: BTreeMap<String, CleanupPlan> = BTreeMap::new();
-    for sa in view.service_accounts_of(&owner.name) {
+    for sa in view.service_accounts_of(&owner.name, &nothing) {
         let ns = sa.metadata.namespace.clone().unwrap_or_default();
         push_change(
             &mut cleanups.entry(ns).or_default().edits,
@@ -515,7 +552,7 @@ pub(crate) fn teardown(owner: &Owner, policy: DeletionPolicy, view: &impl View) 
         );
     }
     let mut unowned = Vec::new();
-    for secret in view.secrets_of(&owner.name) {
+    for secret in view.secrets_of(&owner.name, &nothing) {
         let (ns, name) = (
             secret.metadata.namespace.as_deref().unwrap_or_default(),
             secret.metadata.name.as_deref().unwrap_or_default(),

@@ -26,11 +26,11 @@ pub(super) async fn teardown(rc: &RegistryCredential, ctx: &Context) -> Result<A
     // namespace where we left something, not from caches that may be a moment behind.
     let view = ctx.view(rc);
     let mut namespaces: Vec<String> = view
-        .secrets_of(&owner.name)
+        .secrets_of(&owner.name, &plan::nothing)
         .iter()
         .filter_map(|s| s.metadata.namespace.clone())
         .chain(
-            view.service_accounts_of(&owner.name)
+            view.service_accounts_of(&owner.name, &plan::nothing)
                 .iter()
                 .filter_map(|sa| sa.metadata.namespace.clone()),
         )

@@ -30,6 +30,19 @@ fn ns_of<K: kube::Resource>(o: &K) -> &str {
     o.meta().namespace.as_deref().unwrap_or_default()
 }
 
+fn name_of<K: kube::Resource>(o: &K) -> &str {
+    o.meta().name.as_deref().unwrap_or_default()
+}
+
+/// The whole plan of a pass, targets planned up front.
+fn sync(desired: &Desired<'_>, view: &impl View) -> Plan {
+    let mut plan = cleanup(desired, view);
+    plan.targets = (desired.targets.iter())
+        .map(|ns| target(desired, view, ns))
+        .collect();
+    plan
+}
+
 impl View for FakeView {
     fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
         self.secrets
@@ -44,23 +57,34 @@ impl View for FakeView {
             .cloned()
             .collect()
     }
-    fn secrets_of(&self, credential: &str) -> Vec<Arc<Secret>> {
+    fn secrets_of(&self, credential: &str, except: Except<'_>) -> Vec<Arc<Secret>> {
         self.secrets
             .iter()
+            .filter(|s| !except(ns_of(s.as_ref()), name_of(s.as_ref())))
             .filter(|s| labelled_for(s, credential))
             .cloned()
             .collect()
     }
-    fn managed_secrets_in(&self, namespaces: &BTreeSet<String>) -> Vec<Arc<Secret>> {
+    fn managed_secrets_in(
+        &self,
+        namespaces: &BTreeSet<String>,
+        except: Except<'_>,
+    ) -> Vec<Arc<Secret>> {
         self.secrets
             .iter()
+            .filter(|s| !except(ns_of(s.as_ref()), name_of(s.as_ref())))
             .filter(|s| namespaces.contains(ns_of(s.as_ref())))
             .cloned()
             .collect()
     }
-    fn service_accounts_of(&self, credential: &str) -> Vec<Arc<ServiceAccount>> {
+    fn service_accounts_of(
+        &self,
+        credential: &str,
+        except: Except<'_>,
+    ) -> Vec<Arc<ServiceAccount>> {
         self.sas
             .iter()
+            .filter(|s| !except(ns_of(s.as_ref()), name_of(s.as_ref())))
             .filter(|s| !service_accounts::owned_by(s, credential).is_empty())
             .cloned()
             .collect()
