@@ -395,6 +395,16 @@ struct Requests {
     reads: usize,
     writes: usize,
     lease_writes: usize,
+    /// When the first and the last write of a Secret or ServiceAccount arrived, after the
+    /// window's start.
+    first_write: Option<Duration>,
+    last_write: Option<Duration>,
+}
+
+impl Requests {
+    fn write_ms(at: Option<Duration>) -> serde_json::Value {
+        json!(at.map(|d| d.as_secs_f64() * 1000.0))
+    }
 }
 
 fn audit_requests(path: &str, user: &str, window: Window) -> Requests {
@@ -427,6 +437,13 @@ fn audit_requests(path: &str, user: &str, window: Window) -> Requests {
                     r.lease_writes += 1;
                 } else {
                     r.writes += 1;
+                }
+                if ["secrets", "serviceaccounts"]
+                    .contains(&event["objectRef"]["resource"].as_str().unwrap_or_default())
+                {
+                    let after = Duration::try_from(at.duration_since(from)).unwrap_or_default();
+                    r.first_write = Some(r.first_write.map_or(after, |f| f.min(after)));
+                    r.last_write = Some(r.last_write.map_or(after, |l| l.max(after)));
                 }
             }
             _ => {}
@@ -585,6 +602,7 @@ async fn main() {
     let pods = env_num("PODS", 2000);
     let idle_seconds = env_num("IDLE_SECONDS", 60) as u64;
     let onboard = env_num("ONBOARD", 200);
+    let rotation_pairs = env_num("ROTATION_PAIRS", 3).max(1);
     let admin = client(&env("BENCH_ADMIN_KUBECONFIG")).await;
     let floor = client(&env("BENCH_FLOOR_KUBECONFIG")).await;
     let pid = env("BENCH_OPERATOR_PID");
@@ -617,6 +635,7 @@ async fn main() {
     let floor_c = best.0;
     put("floor_concurrency", json!(floor_c));
     let floor_names = namespaces(&admin, &tracker, "floor", n).await;
+    let floor_window = Window::start();
     let fanout_floor = floor_pass(
         &floor,
         &tracker,
@@ -636,13 +655,25 @@ async fn main() {
     )
     .await;
     put("fanout_floor_s", json!(fanout_floor.as_secs_f64()));
-    put("rotation_floor_s", json!(rotation_floor.as_secs_f64()));
+    let floor_user = env("BENCH_FLOOR_USER");
+    let floor_window = Window {
+        from: floor_window.from,
+        to: floor_window.from + fanout_floor,
+    };
+    let floor_requests = audit_requests(&audit, &floor_user, floor_window);
+    put(
+        "fanout_floor_last_write_ms",
+        Requests::write_ms(floor_requests.last_write),
+    );
 
     // 1. Fan-out, and 5. requests per namespace during it.
     let names = namespaces(&admin, &tracker, "fan", n).await;
     settle(2).await;
+    let cpu_before = cpu_seconds(&pid);
     let (fanout, window) = fan_out(&admin, &tracker, "fan", &names, "pw-1").await;
+    let fanout_cpu = cpu_seconds(&pid) - cpu_before;
     put("fanout_s", json!(fanout.as_secs_f64()));
+    put("fanout_cpu_s", json!(fanout_cpu));
     put(
         "fanout_ratio",
         json!(fanout.as_secs_f64() / fanout_floor.as_secs_f64()),
@@ -663,32 +694,97 @@ async fn main() {
     put("reads_per_namespace", json!(during.reads as f64 / n as f64));
     put("fanout_reads_total", json!(during.reads));
     put("fanout_writes_total", json!(during.writes));
+    // When the writes began and ended, from the credential's creation: the rest of the
+    // fan-out is the watches delivering the last of them.
+    put(
+        "fanout_first_write_ms",
+        Requests::write_ms(during.first_write),
+    );
+    put(
+        "fanout_last_write_ms",
+        Requests::write_ms(during.last_write),
+    );
     // 6. Memory at N.
     put("peak_rss_mib", json!(proc_status(&pid, "VmHWM:")));
 
-    // 3. Rotation.
-    settle(2).await;
-    let t0 = Instant::now();
-    Api::<Secret>::namespaced(admin.clone(), SOURCE_NS)
-        .patch(
-            "src-fan",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"data": {".dockerconfigjson": ByteString(config_with("pw-2"))}})),
-        )
-        .await
-        .expect("rotating");
-    let rotated = tracker
-        .wait_copies(&names, "rotation", &config_with("pw-2"))
-        .await;
-    let rotation = rotated - t0;
-    put("rotation_s", json!(rotation.as_secs_f64()));
-    put(
-        "rotation_ratio",
-        json!(rotation.as_secs_f64() / rotation_floor.as_secs_f64()),
-    );
+    // 3. Rotation, in pairs: the operator's rotation of the copies, then the floor's of its own,
+    // ROTATION_PAIRS times (the first floor rotation ran above, before any credential existed).
+    // The ratio is the median of the pairs' ratios: two cores shared with other work make a
+    // single pair move by a third between runs.
+    let mut ratios = Vec::new();
+    let mut rotations = Vec::new();
+    let mut floor_rotations = vec![rotation_floor.as_secs_f64()];
+    let mut rotation_window = None;
+    let mut rotation_cpu = 0.0;
+    for pair in 0..rotation_pairs {
+        settle(2).await;
+        let password = format!("pw-{}", pair + 2);
+        let window = Window::start();
+        let cpu_before = cpu_seconds(&pid);
+        let t0 = Instant::now();
+        Api::<Secret>::namespaced(admin.clone(), SOURCE_NS)
+            .patch(
+                "src-fan",
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"data": {".dockerconfigjson": ByteString(config_with(&password))}}),
+                ),
+            )
+            .await
+            .expect("rotating");
+        let rotated = tracker
+            .wait_copies(&names, "rotation", &config_with(&password))
+            .await;
+        let rotation = (rotated - t0).as_secs_f64();
+        if pair == 0 {
+            rotation_window = Some(window.end());
+            rotation_cpu = cpu_seconds(&pid) - cpu_before;
+        }
+        rotations.push(rotation);
+        if pair > 0 {
+            settle(2).await;
+            let floor = floor_pass(
+                &floor,
+                &tracker,
+                &floor_names,
+                &format!("floor-pw-{}", pair + 2),
+                floor_c,
+                FloorStep::Rotation,
+            )
+            .await;
+            floor_rotations.push(floor.as_secs_f64());
+        }
+        ratios.push(rotation / floor_rotations[pair]);
+    }
+    let median = |xs: &[f64]| {
+        let mut xs = xs.to_vec();
+        xs.sort_by(f64::total_cmp);
+        let mid = xs.len() / 2;
+        if xs.len() % 2 == 0 {
+            f64::midpoint(xs[mid - 1], xs[mid])
+        } else {
+            xs[mid]
+        }
+    };
+    put("rotation_s", json!(median(&rotations)));
+    put("rotation_floor_s", json!(median(&floor_rotations)));
+    put("rotation_pairs_s", json!([rotations, floor_rotations]));
+    put("rotation_ratios", json!(ratios));
+    put("rotation_ratio", json!(median(&ratios)));
+    put("rotation_cpu_s", json!(rotation_cpu));
 
     // 4. Idle cost.
     settle(5).await;
+    let rotation_window = rotation_window.expect("at least one rotation");
+    let rotation_requests = audit_requests(&audit, &operator_user, rotation_window);
+    put(
+        "rotation_first_write_ms",
+        Requests::write_ms(rotation_requests.first_write),
+    );
+    put(
+        "rotation_last_write_ms",
+        Requests::write_ms(rotation_requests.last_write),
+    );
     let cpu0 = cpu_seconds(&pid);
     let idle = Window::start();
     settle(idle_seconds).await;
@@ -868,7 +964,7 @@ fn print_table(r: &serde_json::Value) {
                 f("fanout_floor_s"),
                 f("fanout_ratio")
             ),
-            "≤ 1.25x floor",
+            "≤ 1.15x floor",
         ),
         (
             "onboarding p50 / p95 / p99 / max",
@@ -886,7 +982,7 @@ fn print_table(r: &serde_json::Value) {
             "rotation, N copies",
             format!("{} s", f("rotation_s")),
             format!(
-                "floor {} s, ratio {}",
+                "floor {} s, median ratio of the pairs {}",
                 f("rotation_floor_s"),
                 f("rotation_ratio")
             ),
