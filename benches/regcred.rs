@@ -760,7 +760,7 @@ async fn main() {
         let mut xs = xs.to_vec();
         xs.sort_by(f64::total_cmp);
         let mid = xs.len() / 2;
-        if xs.len() % 2 == 0 {
+        if xs.len().is_multiple_of(2) {
             f64::midpoint(xs[mid - 1], xs[mid])
         } else {
             xs[mid]
