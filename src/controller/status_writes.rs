@@ -107,6 +107,15 @@ impl StatusWriter {
         });
     }
 
+    /// Forgets a credential that is gone: its failures no longer count towards a backoff. A
+    /// write still in flight ends on a 404 and drops the slot then.
+    pub(crate) fn forget(&self, name: &str) {
+        let mut slots = self.slots.lock().expect("status slots lock");
+        if slots.get(name).is_some_and(|s| !s.busy) {
+            slots.remove(name);
+        }
+    }
+
     fn slot<T>(&self, name: &str, f: impl FnOnce(&mut Slot) -> T) -> T {
         let mut slots = self.slots.lock().expect("status slots lock");
         f(slots.entry(name.to_string()).or_default())
@@ -209,6 +218,23 @@ mod tests {
         assert_eq!(slot.done(false), None);
         // The pass asked for hands in a status computed against the cached object.
         assert_eq!(slot.hand_in(pending(None, 2)), Some(pending(None, 2)));
+    }
+
+    #[tokio::test]
+    async fn a_deleted_credential_leaves_no_slot_behind_unless_a_write_is_in_flight() {
+        let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
+        let (again, _) = tokio::sync::mpsc::unbounded_channel();
+        let writer = StatusWriter::new(Client::try_from(config).unwrap(), again);
+        writer.slot("failed", |slot| {
+            slot.hand_in(pending(None, 1));
+            slot.done(false);
+        });
+        writer.slot("busy", |slot| slot.hand_in(pending(None, 1)));
+        writer.forget("failed");
+        writer.forget("busy");
+        let slots = writer.slots.lock().unwrap();
+        assert!(!slots.contains_key("failed"));
+        assert!(slots.contains_key("busy"));
     }
 
     #[test]

@@ -109,6 +109,7 @@ pub(super) async fn teardown(rc: &RegistryCredential, ctx: &Context) -> Result<A
     ctx.verifier.forget(&owner.name);
     ctx.contests.forget(&owner.name);
     ctx.forget_status(rc);
+    ctx.status_writer.forget(&owner.name);
     ctx.forget_findings(&owner.name);
     ctx.ledgers.forget(&owner.name);
     ctx.reported_pods.forget(&owner.name);

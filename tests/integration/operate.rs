@@ -163,6 +163,59 @@ async fn without_service_account_patch_the_entry_fails_with_a_clear_error() {
     );
 }
 
+/// A status write the API server refuses does not hold up the copies, is reported in the log, and
+/// is tried again with a backoff: once the permission is back, the status arrives with no other
+/// change to the credential.
+#[tokio::test]
+async fn a_refused_status_write_is_retried_until_it_lands() {
+    let client = admin().await;
+    let instance = unique("nostatus");
+    let status_rule = |r: &PolicyRule| {
+        r.resources.as_deref() == Some(&["registrycredentials/status".to_string()][..])
+    };
+    let op = operator_with_rules(&client, &instance, |r| r.retain(|r| !status_rule(r))).await;
+    let (name, ns) = credential_for(&client, &instance, "nostatus").await;
+    wait_sa_lists(&client, &ns, "default", &name).await;
+    wait_for("the refused status write in the log", TIMEOUT, || async {
+        let log = std::fs::read_to_string(&op.log).unwrap_or_default();
+        if log.contains("writing the status failed") && log.contains(name.as_str()) {
+            Ok(())
+        } else {
+            Err("not yet")
+        }
+    })
+    .await;
+    assert!(
+        credential(&client, &name).await.status.is_none(),
+        "the status subresource was not writable"
+    );
+
+    let roles = Api::<ClusterRole>::all(client.clone());
+    let mut role = roles.get(&op.identity).await.unwrap();
+    role.rules = deploy_cluster_role().rules;
+    roles
+        .replace(&op.identity, &PostParams::default(), &role)
+        .await
+        .unwrap();
+
+    // The retries back off up to 64 s: wait past one whole interval.
+    let status = wait_for(
+        "the status once allowed",
+        Duration::from_secs(150),
+        || async {
+            let rc = credential(&client, &name).await;
+            match (ready(&rc), rc.status) {
+                (Some((ok, reason, _)), Some(status)) if ok == "True" && reason == "Synced" => {
+                    Ok(status)
+                }
+                (ready, _) => Err(ready),
+            }
+        },
+    )
+    .await;
+    assert_eq!((status.synced_namespaces, status.target_namespaces), (1, 1));
+}
+
 #[tokio::test]
 async fn without_the_secrets_rule_the_operator_refuses_to_start() {
     let client = admin().await;
@@ -232,7 +285,11 @@ async fn only_the_leader_writes_and_a_follower_takes_over_after_sigkill() {
     .await;
     wait_copy(&client, &first, &name, &pw).await;
     wait_synced(&client, &name).await;
-    let follower = b.metrics().await.expect("follower serves metrics");
+    // The follower may still be starting: a scrape before its metrics server is up is no answer.
+    let follower = wait_for("the follower serving metrics", TIMEOUT, || async {
+        b.metrics().await.ok_or("no answer yet")
+    })
+    .await;
     assert_eq!(sample(&follower, "regcred_leader"), Some(0.0));
     assert!(
         !follower.contains("regcred_api_writes_total{"),
