@@ -73,13 +73,13 @@ cluster-down:
 demo: build
 	hack/demo.sh $(CLUSTER_DIR)
 
-## The benchmark (not part of `make test`): N=1000 N_SCALE=3000 UNRELATED=2000 PODS=2000 IDLE_SECONDS=60 ONBOARD=200 ROTATION_PAIRS=3
+## The benchmark (not part of `make test`): N=1000 N_SCALE=3000 UNRELATED=2000 PODS=2000 IDLE_SECONDS=60 ONBOARD=200 ROTATION_PAIRS=3 FANOUT_PAIRS=3
 bench:
 	benches/run.sh
 
 ## A small run of the benchmark, to keep it working.
 bench-smoke:
-	N=20 N_SCALE=40 UNRELATED=20 PODS=20 IDLE_SECONDS=3 ONBOARD=10 ROTATION_PAIRS=2 BENCH_CLUSTER_DIR=$(CURDIR)/target/bench-smoke-cluster benches/run.sh
+	N=20 N_SCALE=40 UNRELATED=20 PODS=20 IDLE_SECONDS=3 ONBOARD=10 ROTATION_PAIRS=2 FANOUT_PAIRS=2 BENCH_CLUSTER_DIR=$(CURDIR)/target/bench-smoke-cluster benches/run.sh
 
 ## The fuzz targets in fuzz/ (not part of `make test`): FUZZ_SECONDS=60 per target, FUZZ_TARGETS="a b"
 ## for some of them. Installs cargo-fuzz when missing; fails on any crash (inputs in fuzz/artifacts/).

@@ -84,6 +84,9 @@ impl Tracker {
             .any(|r| r.name == SECRET_NAME)
         {
             entry.sa_listed.get_or_insert(now);
+        } else {
+            // Taken out again (a teardown between fan-out pairs).
+            entry.sa_listed = None;
         }
         drop(seen);
         self.changed.notify_waiters();
@@ -106,6 +109,29 @@ impl Tracker {
         }
         drop(seen);
         self.changed.notify_waiters();
+    }
+
+    fn on_secret_deleted(&self, s: &Secret) {
+        if s.name_any() != SECRET_NAME {
+            return;
+        }
+        if let Some(entry) = self
+            .seen
+            .lock()
+            .unwrap()
+            .get_mut(&s.namespace().unwrap_or_default())
+        {
+            entry.secret = None;
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until no namespace of `namespaces` holds a copy or lists it any more.
+    async fn wait_cleared(&self, namespaces: &[String], what: &str) {
+        self.wait_all(namespaces, what, |s| {
+            (s.secret.is_none() && s.sa_listed.is_none()).then(Instant::now)
+        })
+        .await;
     }
 
     /// Waits until `done` holds for every namespace; returns the latest time `at` gives among them.
@@ -184,13 +210,16 @@ fn watch_into(client: &Client, tracker: Arc<Tracker>) {
         Api::<Secret>::all(client.clone()),
         watcher::Config::default().fields(&format!("metadata.name={SECRET_NAME}")),
     )
-    .default_backoff()
-    .applied_objects();
+    .default_backoff();
     tokio::spawn(async move {
         let mut secrets = std::pin::pin!(secrets);
-        while let Some(s) = secrets.next().await {
-            if let Ok(s) = s {
-                tracker.on_secret(&s);
+        while let Some(event) = secrets.next().await {
+            match event {
+                Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
+                    tracker.on_secret(&s);
+                }
+                Ok(watcher::Event::Delete(s)) => tracker.on_secret_deleted(&s),
+                _ => {}
             }
         }
     });
@@ -289,13 +318,18 @@ async fn fan_out(
     password: &str,
 ) -> (Duration, Window) {
     let source = format!("src-{set}");
-    Api::<Secret>::namespaced(admin.clone(), SOURCE_NS)
+    // A repeated fan-out (the pairs) finds its source from the first one.
+    match Api::<Secret>::namespaced(admin.clone(), SOURCE_NS)
         .create(
             &PostParams::default(),
             &secret(SOURCE_NS, &source, &config_with(password), &[]),
         )
         .await
-        .expect("source");
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(e) => panic!("source: {e}"),
+    }
     let window = Window::start();
     let t0 = Instant::now();
     Api::<RegistryCredential>::all(admin.clone())
@@ -309,6 +343,57 @@ async fn fan_out(
         .wait_all(names, "ServiceAccount entries", |s| s.sa_listed)
         .await;
     (secrets.max(listed) - t0, window.end())
+}
+
+/// Deletes the credential `set` and waits until the operator has taken its copies and entries out
+/// of `names` and the credential is gone.
+async fn remove_credential(admin: &Client, tracker: &Tracker, set: &str, names: &[String]) {
+    let api = Api::<RegistryCredential>::all(admin.clone());
+    api.delete(set, &Default::default())
+        .await
+        .expect("deleting the credential");
+    tracker.wait_cleared(names, "the operator's teardown").await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while api.get_opt(set).await.expect("credential").is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "credential {set} was never deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Undoes a floor fan-out: deletes the floor's Secrets and empties the ServiceAccounts' lists.
+async fn floor_teardown(floor: &Client, tracker: &Tracker, names: &[String], concurrency: usize) {
+    concurrently(names.to_vec(), concurrency, "floor teardown", |ns| {
+        let client = floor.clone();
+        async move {
+            Api::<Secret>::namespaced(client.clone(), &ns)
+                .delete(SECRET_NAME, &Default::default())
+                .await?;
+            Api::<ServiceAccount>::namespaced(client, &ns)
+                .patch(
+                    "default",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"imagePullSecrets": null})),
+                )
+                .await
+                .map(|_| ())
+        }
+    })
+    .await;
+    tracker.wait_cleared(names, "the floor's teardown").await;
+}
+
+fn median(xs: &[f64]) -> f64 {
+    let mut xs = xs.to_vec();
+    xs.sort_by(f64::total_cmp);
+    let mid = xs.len() / 2;
+    if xs.len().is_multiple_of(2) {
+        f64::midpoint(xs[mid - 1], xs[mid])
+    } else {
+        xs[mid]
+    }
 }
 
 /// What the floor client does per namespace.
@@ -603,6 +688,7 @@ async fn main() {
     let idle_seconds = env_num("IDLE_SECONDS", 60) as u64;
     let onboard = env_num("ONBOARD", 200);
     let rotation_pairs = env_num("ROTATION_PAIRS", 3).max(1);
+    let fanout_pairs = env_num("FANOUT_PAIRS", 3).max(1);
     let admin = client(&env("BENCH_ADMIN_KUBECONFIG")).await;
     let floor = client(&env("BENCH_FLOOR_KUBECONFIG")).await;
     let pid = env("BENCH_OPERATOR_PID");
@@ -635,50 +721,85 @@ async fn main() {
     let floor_c = best.0;
     put("floor_concurrency", json!(floor_c));
     let floor_names = namespaces(&admin, &tracker, "floor", n).await;
-    let floor_window = Window::start();
-    let fanout_floor = floor_pass(
-        &floor,
-        &tracker,
-        &floor_names,
-        "floor-pw-1",
-        floor_c,
-        FloorStep::FanOut,
-    )
-    .await;
-    let rotation_floor = floor_pass(
-        &floor,
-        &tracker,
-        &floor_names,
-        "floor-pw-2",
-        floor_c,
-        FloorStep::Rotation,
-    )
-    .await;
-    put("fanout_floor_s", json!(fanout_floor.as_secs_f64()));
-    let floor_user = env("BENCH_FLOOR_USER");
-    let floor_window = Window {
-        from: floor_window.from,
-        to: floor_window.from + fanout_floor,
-    };
-    let floor_requests = audit_requests(&audit, &floor_user, floor_window);
-    put(
-        "fanout_floor_last_write_ms",
-        Requests::write_ms(floor_requests.last_write),
-    );
-
-    // 1. Fan-out, and 5. requests per namespace during it.
     let names = namespaces(&admin, &tracker, "fan", n).await;
-    settle(2).await;
-    let cpu_before = cpu_seconds(&pid);
-    let (fanout, window) = fan_out(&admin, &tracker, "fan", &names, "pw-1").await;
-    let fanout_cpu = cpu_seconds(&pid) - cpu_before;
-    put("fanout_s", json!(fanout.as_secs_f64()));
+    let floor_user = env("BENCH_FLOOR_USER");
+
+    // 1. Fan-out, in pairs: the floor's fan-out over its N namespaces, then the operator's over
+    // its own, FANOUT_PAIRS times; between pairs both are undone (the credential deleted and its
+    // teardown waited for, the floor's Secrets deleted and its entries taken out). The floor runs
+    // while no RegistryCredential exists, so the operator has nothing to do meanwhile. The ratio
+    // is the median of the pairs' ratios, as for rotation.
+    let mut fanouts = Vec::new();
+    let mut floor_fanouts = Vec::new();
+    let mut fanout_ratios = Vec::new();
+    let mut rotation_floor = Duration::ZERO;
+    let mut fanout_window = None;
+    let mut fanout_cpu = 0.0;
+    for pair in 0..fanout_pairs {
+        if pair > 0 {
+            // Past the end of the last pair's request window (it runs a second beyond the fan-out).
+            settle(2).await;
+            remove_credential(&admin, &tracker, "fan", &names).await;
+            floor_teardown(&floor, &tracker, &floor_names, floor_c).await;
+        }
+        settle_until_idle(&pid).await;
+        let floor_window = Window::start();
+        let floor_took = floor_pass(
+            &floor,
+            &tracker,
+            &floor_names,
+            "floor-pw-1",
+            floor_c,
+            FloorStep::FanOut,
+        )
+        .await;
+        if pair == 0 {
+            let floor_requests = audit_requests(
+                &audit,
+                &floor_user,
+                Window {
+                    from: floor_window.from,
+                    to: floor_window.from + floor_took,
+                },
+            );
+            put(
+                "fanout_floor_last_write_ms",
+                Requests::write_ms(floor_requests.last_write),
+            );
+            // The first floor rotation, also before any credential exists.
+            rotation_floor = floor_pass(
+                &floor,
+                &tracker,
+                &floor_names,
+                "floor-pw-2",
+                floor_c,
+                FloorStep::Rotation,
+            )
+            .await;
+        }
+        settle_until_idle(&pid).await;
+        settle(2).await;
+        let cpu_before = cpu_seconds(&pid);
+        let (took, window) = fan_out(&admin, &tracker, "fan", &names, "pw-1").await;
+        if pair == 0 {
+            fanout_cpu = cpu_seconds(&pid) - cpu_before;
+            fanout_window = Some(window);
+        }
+        eprintln!("[bench] fan-out pair {pair}: operator {took:?}, floor {floor_took:?}");
+        fanouts.push(took.as_secs_f64());
+        floor_fanouts.push(floor_took.as_secs_f64());
+        fanout_ratios.push(took.as_secs_f64() / floor_took.as_secs_f64());
+    }
+    let fanout = median(&fanouts);
+    put("fanout_s", json!(fanout));
+    put("fanout_floor_s", json!(median(&floor_fanouts)));
+    put("fanout_pairs_s", json!([fanouts, floor_fanouts]));
+    put("fanout_ratios", json!(fanout_ratios));
+    put("fanout_ratio", json!(median(&fanout_ratios)));
     put("fanout_cpu_s", json!(fanout_cpu));
-    put(
-        "fanout_ratio",
-        json!(fanout.as_secs_f64() / fanout_floor.as_secs_f64()),
-    );
+    // 5. Requests per namespace during the first fan-out.
     settle(3).await; // audit batches flush within a second
+    let window = fanout_window.expect("at least one fan-out");
     let during = audit_requests(
         &audit,
         &operator_user,
@@ -756,16 +877,6 @@ async fn main() {
         }
         ratios.push(rotation / floor_rotations[pair]);
     }
-    let median = |xs: &[f64]| {
-        let mut xs = xs.to_vec();
-        xs.sort_by(f64::total_cmp);
-        let mid = xs.len() / 2;
-        if xs.len().is_multiple_of(2) {
-            f64::midpoint(xs[mid - 1], xs[mid])
-        } else {
-            xs[mid]
-        }
-    };
     put("rotation_s", json!(median(&rotations)));
     put("rotation_floor_s", json!(median(&floor_rotations)));
     put("rotation_pairs_s", json!([rotations, floor_rotations]));
@@ -912,12 +1023,17 @@ async fn main() {
 
     // 7. Scaling: per-namespace fan-out cost at N_SCALE vs N.
     if n_scale > 0 {
+        // The peak so far, to tell the scale run's own peak from the earlier scenarios'.
+        put(
+            "peak_rss_before_scale_mib",
+            json!(proc_status(&pid, "VmHWM:")),
+        );
         let big = namespaces(&admin, &tracker, "scale", n_scale).await;
         settle(2).await;
         let (took, _) = fan_out(&admin, &tracker, "scale", &big, "pw-scale").await;
         put("n_scale", json!(n_scale));
         put("fanout_scale_s", json!(took.as_secs_f64()));
-        let ratio = (took.as_secs_f64() / n_scale as f64) / (fanout.as_secs_f64() / n as f64);
+        let ratio = (took.as_secs_f64() / n_scale as f64) / (fanout / n as f64);
         put("scaling_ratio", json!(ratio));
         // The cost of one event in the big cluster: 3 ServiceAccounts in each namespace, then the
         // same onboarding as at N, operator CPU per onboarded namespace compared.
@@ -960,7 +1076,7 @@ fn print_table(r: &serde_json::Value) {
             "fan-out, N namespaces",
             format!("{} s", f("fanout_s")),
             format!(
-                "floor {} s, ratio {}",
+                "floor {} s, median ratio of the pairs {}",
                 f("fanout_floor_s"),
                 f("fanout_ratio")
             ),
@@ -1048,8 +1164,9 @@ fn print_table(r: &serde_json::Value) {
             "peak RSS at N_SCALE",
             format!("{} MiB", f("peak_rss_scale_mib")),
             format!(
-                "3 ServiceAccounts per namespace; {} MiB once settled",
-                f("rss_scale_settled_mib")
+                "3 ServiceAccounts per namespace; {} MiB once settled, {} MiB before",
+                f("rss_scale_settled_mib"),
+                f("peak_rss_before_scale_mib")
             ),
             "< 80 MiB",
         ),

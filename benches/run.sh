@@ -4,7 +4,8 @@
 # target/bench/results.json and a table on stdout.
 #   OPERATOR_ARGS (extra flags for the operator), N=1000 (namespaces), N_SCALE=3000 (scaling run; 0 skips), UNRELATED=2000 (unrelated 256 KiB
 #   Secrets for the memory scenario), PODS=2000 (Pending pods for the podRecovery memory scenario), IDLE_SECONDS=60, ONBOARD=200,
-#   ROTATION_PAIRS=3 (operator and floor rotations, interleaved; the ratio is their median).
+#   ROTATION_PAIRS=3 (operator and floor rotations, interleaved; the ratio is their median),
+#   FANOUT_PAIRS=3 (the same for the fan-out; both are undone between pairs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${BENCH_CLUSTER_DIR:-$PWD/target/bench-cluster}

@@ -288,15 +288,42 @@ impl Apply<'_> {
     /// Secret being adopted (conflictPolicy: Adopt said so) is replaced as it is; one of ours only
     /// once proven ours.
     async fn replace(&self, ns: &str, current: &Secret, adopting: bool) -> Result<(), StepError> {
-        if !adopting
-            && let Some(why) =
-                plan::undeletable(current, self.owner, self.is_source(ns, self.secret_name))
-        {
-            return Err(StepError::Failed(NamespaceFailure::not_owned(
-                ns,
-                plan::not_owned(ns, self.secret_name, &self.owner.name, why),
-            )));
-        }
+        // The proof is made on the object as the server has it now, as for a deletion: a cached
+        // copy carries no managedFields, so it could never show that we wrote it.
+        let fresh;
+        let current = if adopting {
+            current
+        } else {
+            fresh = self
+                .api(ns)
+                .get_opt(self.secret_name)
+                .await
+                .map_err(|e| self.step_error(ns, "reading", e))?;
+            let Some(fresh) = fresh
+                .as_ref()
+                .filter(|f| f.metadata.uid == current.metadata.uid)
+            else {
+                // Gone or replaced since the plan: the watch tells the next pass.
+                self.ctx.secret_writes.forget(ns, self.secret_name);
+                return Err(StepError::Failed(NamespaceFailure {
+                    namespace: ns.into(),
+                    reason: "WriteConflict".into(),
+                    message: format!(
+                        "replacing Secret {ns}/{}: it changed while being replaced",
+                        self.secret_name
+                    ),
+                }));
+            };
+            if let Some(why) =
+                plan::undeletable(fresh, self.owner, self.is_source(ns, self.secret_name))
+            {
+                return Err(StepError::Failed(NamespaceFailure::not_owned(
+                    ns,
+                    plan::not_owned(ns, self.secret_name, &self.owner.name, why),
+                )));
+            }
+            fresh
+        };
         let dp = delete_exactly(
             current.metadata.uid.clone(),
             current.metadata.resource_version.clone(),

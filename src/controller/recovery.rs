@@ -272,9 +272,12 @@ impl PodWatch {
         let (store, writer) = reflector::store();
         let synced = Arc::new(AtomicBool::new(false));
         let api = Api::<Pod>::all(self.client.clone());
+        // 100 a page, not 500: pods are the largest objects listed (annotations, managedFields),
+        // and a page is decoded whole before it is slimmed.
         let config = watcher::Config::default()
             .fields("status.phase=Pending")
-            .any_semantic();
+            .any_semantic()
+            .page_size(100);
         let stream = watcher(api, config)
             .default_backoff()
             .modify(slim)

@@ -7,9 +7,9 @@ use base64::Engine;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::{
     Api,
-    api::{DeleteParams, Patch, PatchParams},
+    api::{DeleteParams, Patch, PatchParams, PostParams},
 };
-use regcred_operator::api::{CREDENTIAL_LABEL, MANAGED_BY_LABEL, PULL_SECRETS_ANNOTATION};
+use regcred_operator::api::{CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGER, PULL_SECRETS_ANNOTATION};
 use serde_json::json;
 
 use crate::support::*;
@@ -426,6 +426,63 @@ async fn copy_recreated_with_another_type_is_reported_not_replaced() {
     )
     .await;
     assert_copy_untouched_and_quiet(&client, &s.name, &ns, &hand_made).await;
+}
+
+/// A Secret of another type that the operator provably wrote (the credential's controller
+/// ownerReference, the operator's field manager in managedFields), as an older copy would be: a
+/// type cannot change in place, so it is replaced by a dockerconfigjson copy. It is put in place
+/// while the credential is suspended, so that the pass after resuming plans from the cached object,
+/// which keeps no managedFields: the proof is made on the object as the server has it.
+#[tokio::test]
+async fn copy_of_another_type_the_operator_wrote_is_replaced() {
+    let client = admin().await;
+    let (s, ns, copy) = synced_with_copy(&client, "cat-retype", json!({})).await;
+    patch_spec(&client, &s.name, json!({"suspend": true})).await;
+    wait_ready_reason(&client, &s.name, "Suspended").await;
+    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    api.delete(&s.name, &DeleteParams::default())
+        .await
+        .expect("deleting the copy");
+    let mut opaque = secret_object(&ns, &s.name, "Opaque", &[("note", b"older copy")]);
+    opaque.metadata.labels = copy.metadata.labels.clone();
+    opaque.metadata.owner_references = copy.metadata.owner_references.clone();
+    let as_operator = PostParams {
+        field_manager: Some(MANAGER.into()),
+        ..Default::default()
+    };
+    let opaque_uid = api
+        .create(&as_operator, &opaque)
+        .await
+        .expect("an Opaque copy written as the operator")
+        .metadata
+        .uid;
+    // Suspended, the operator leaves it alone (meanwhile its watch delivers it to the cache).
+    stays(
+        "the Opaque copy, untouched while suspended",
+        std::time::Duration::from_secs(1),
+        || async {
+            match get_secret(&client, &ns, &s.name).await {
+                Some(c) if c.metadata.uid == opaque_uid => Ok(()),
+                _ => Err("replaced while suspended"),
+            }
+        },
+    )
+    .await;
+    patch_spec(&client, &s.name, json!({"suspend": false})).await;
+    wait_for("the Opaque copy replaced", TIMEOUT, || async {
+        match get_secret(&client, &ns, &s.name).await {
+            Some(c)
+                if c.metadata.uid != opaque_uid
+                    && c.type_.as_deref() == Some("kubernetes.io/dockerconfigjson") =>
+            {
+                Ok(())
+            }
+            other => Err(format!("type {:?}", other.and_then(|c| c.type_))),
+        }
+    })
+    .await;
+    wait_copy(&client, &ns, &s.name, &s.password).await;
+    wait_synced(&client, &s.name).await;
 }
 
 /// ServiceAccounts in odd states: duplicate and empty-named foreign entries, a garbage
