@@ -52,6 +52,15 @@ impl NamespaceFailure {
         }
     }
 
+    /// The Secret changed while we wrote it; the next pass decides from the watch.
+    fn write_conflict(namespace: &str, message: String) -> Self {
+        NamespaceFailure {
+            namespace: namespace.into(),
+            reason: "WriteConflict".into(),
+            message,
+        }
+    }
+
     fn from_error(namespace: &str, e: &Error) -> Self {
         NamespaceFailure {
             namespace: namespace.into(),
@@ -269,14 +278,13 @@ impl Apply<'_> {
                 Ok(())
             }
             // Gone or no longer ours after a conflict: the next pass decides from the watch.
-            Ok(None) => Err(StepError::Failed(NamespaceFailure {
-                namespace: ns.into(),
-                reason: "WriteConflict".into(),
-                message: format!(
+            Ok(None) => Err(StepError::Failed(NamespaceFailure::write_conflict(
+                ns,
+                format!(
                     "updating Secret {ns}/{}: it changed while being updated and is gone or no longer ours",
                     self.secret_name
                 ),
-            })),
+            ))),
             Err(e) => {
                 self.ctx.secret_writes.forget(ns, self.secret_name);
                 Err(self.step_error(ns, "updating", e))
@@ -305,14 +313,13 @@ impl Apply<'_> {
             else {
                 // Gone or replaced since the plan: the watch tells the next pass.
                 self.ctx.secret_writes.forget(ns, self.secret_name);
-                return Err(StepError::Failed(NamespaceFailure {
-                    namespace: ns.into(),
-                    reason: "WriteConflict".into(),
-                    message: format!(
+                return Err(StepError::Failed(NamespaceFailure::write_conflict(
+                    ns,
+                    format!(
                         "replacing Secret {ns}/{}: it changed while being replaced",
                         self.secret_name
                     ),
-                }));
+                )));
             };
             if let Some(why) =
                 plan::undeletable(fresh, self.owner, self.is_source(ns, self.secret_name))
