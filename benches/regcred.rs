@@ -754,6 +754,17 @@ async fn main() {
         )
         .await;
         if pair == 0 {
+            // The first floor rotation, also before any credential exists.
+            rotation_floor = floor_pass(
+                &floor,
+                &tracker,
+                &floor_names,
+                "floor-pw-2",
+                floor_c,
+                FloorStep::Rotation,
+            )
+            .await;
+            // Read after the rotation: the audit log is written in batches up to a second late.
             let floor_requests = audit_requests(
                 &audit,
                 &floor_user,
@@ -766,16 +777,6 @@ async fn main() {
                 "fanout_floor_last_write_ms",
                 Requests::write_ms(floor_requests.last_write),
             );
-            // The first floor rotation, also before any credential exists.
-            rotation_floor = floor_pass(
-                &floor,
-                &tracker,
-                &floor_names,
-                "floor-pw-2",
-                floor_c,
-                FloorStep::Rotation,
-            )
-            .await;
         }
         settle_until_idle(&pid).await;
         settle(2).await;
