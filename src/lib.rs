@@ -26,3 +26,6 @@ pub mod operator;
 pub mod remote;
 pub mod runtime;
 mod writes;
+
+#[cfg(test)]
+mod testing;

@@ -195,27 +195,14 @@ mod tests {
     use super::*;
     use crate::api::{SecretKeyReference, SecretReference};
     use crate::dockerconfig::{DOCKER_CONFIG_JSON_TYPE, DOCKERCFG_TYPE};
-    use k8s_openapi::ByteString;
-    use kube::api::ObjectMeta;
+    use crate::testing::secret_object;
 
     const PASSWORD: &str = "s3cr3t-PASSWORD";
 
     fn secret(ns: &str, name: &str, type_: &str, data: &[(&str, &[u8])]) -> Arc<Secret> {
-        Arc::new(Secret {
-            metadata: ObjectMeta {
-                namespace: Some(ns.into()),
-                name: Some(name.into()),
-                resource_version: Some("7".into()),
-                ..Default::default()
-            },
-            type_: Some(type_.into()),
-            data: Some(
-                data.iter()
-                    .map(|(k, v)| (k.to_string(), ByteString(v.to_vec())))
-                    .collect(),
-            ),
-            ..Default::default()
-        })
+        let mut s = secret_object(ns, name, type_, data);
+        s.metadata.resource_version = Some("7".into());
+        Arc::new(s)
     }
 
     fn by_ref(ns: &str, name: &str) -> CredentialSource {

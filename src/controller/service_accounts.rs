@@ -158,26 +158,17 @@ pub(crate) fn edit(sa: &ServiceAccount, credential: &str, want: &Want) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::api::ObjectMeta;
+    use crate::testing::service_account;
 
+    /// The `default` ServiceAccount; no entries means no list at all, as a new one has.
     fn sa(entries: &[&str], annotation: Option<&str>) -> ServiceAccount {
-        ServiceAccount {
-            metadata: ObjectMeta {
-                name: Some("default".into()),
-                annotations: annotation
-                    .map(|a| [(PULL_SECRETS_ANNOTATION.to_string(), a.to_string())].into()),
-                ..Default::default()
-            },
-            image_pull_secrets: (!entries.is_empty()).then(|| {
-                entries
-                    .iter()
-                    .map(|n| LocalObjectReference {
-                        name: n.to_string(),
-                    })
-                    .collect()
-            }),
-            ..Default::default()
+        let mut sa = service_account("", "default", entries);
+        if entries.is_empty() {
+            sa.image_pull_secrets = None;
         }
+        sa.metadata.annotations =
+            annotation.map(|a| [(PULL_SECRETS_ANNOTATION.to_string(), a.to_string())].into());
+        sa
     }
 
     fn names(edit: &SaEdit) -> Vec<&str> {

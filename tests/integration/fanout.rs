@@ -188,6 +188,7 @@ async fn new_namespace_and_its_pods_get_the_secret_through_admission() {
     let ns = namespace(&client, "pods", &[(&key, "yes")]).await;
     wait_copy(&client, &ns, &name, &pw).await;
     wait_sa_lists(&client, &ns, "default", &name).await;
+    wait_admission_lists(&client, &ns, "default", &name).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let created = pods
         .create(&PostParams::default(), &pod("app"))

@@ -9,7 +9,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api,
-    api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams},
+    api::{ListParams, ObjectMeta, PostParams},
 };
 use serde_json::json;
 
@@ -24,23 +24,24 @@ pub fn pod(name: &str) -> Pod {
     .unwrap()
 }
 
+/// The plugin reads the ServiceAccount from the API server's cache, falling back to a live read when
+/// the cache has not seen it yet. A ServiceAccount created with its list is therefore seen with it
+/// at once; a later change to a list reaches new pods moments later (see `wait_admission_lists`).
 #[tokio::test]
 async fn pod_gets_service_account_pull_secrets_through_admission() {
     let client = admin().await;
     let ns = namespace(&client, "admission", &[]).await;
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
-    sas.patch(
-        "default",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"imagePullSecrets": [{"name": "team-pull"}]})),
-    )
-    .await
-    .unwrap();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let created = pods
-        .create(&PostParams::default(), &pod("app"))
+    Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &service_account(&ns, "puller", &["team-pull"]),
+        )
         .await
         .unwrap();
+    let mut app = pod("app");
+    app.spec.as_mut().unwrap().service_account_name = Some("puller".into());
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let created = pods.create(&PostParams::default(), &app).await.unwrap();
     assert_eq!(
         created.spec.unwrap().image_pull_secrets,
         Some(vec![LocalObjectReference {

@@ -204,8 +204,8 @@ async fn node_credential(client: &Client, node: &LocalNode, prefix: &str, passwo
     setup(client, prefix, 1, json!({ "source": source })).await
 }
 
-/// [`node_credential`], then waits for `Synced` and for the namespace's `default` ServiceAccount
-/// to list the copy.
+/// [`node_credential`], then waits for `Synced`, for the namespace's `default` ServiceAccount
+/// to list the copy and for admission to give it to new pods.
 async fn synced_node_credential(
     client: &Client,
     node: &LocalNode,
@@ -215,6 +215,7 @@ async fn synced_node_credential(
     let s = node_credential(client, node, prefix, password).await;
     wait_synced(client, &s.name).await;
     wait_sa_lists(client, &s.namespaces[0], "default", &s.name).await;
+    wait_admission_lists(client, &s.namespaces[0], "default", &s.name).await;
     s
 }
 
@@ -558,6 +559,7 @@ async fn after_a_rotation_new_pods_pull_and_running_pods_are_untouched() {
     wait_synced(&client, &s.name).await;
     let ns = &s.namespaces[0];
     wait_sa_lists(&client, ns, "default", &s.name).await;
+    wait_admission_lists(&client, ns, "default", &s.name).await;
     run_pod(&client, &node, ns, "old", &before, &[]).await;
     let running = wait_running(&client, ns, "old").await;
     let started = |p: &Pod| {

@@ -483,6 +483,7 @@ async fn a_pod_with_its_own_pull_secrets_gets_ours_at_admission() {
     })
     .await;
     assert_eq!(injected, ["other-registry", s.name.as_str()]);
+    wait_admission_lists(&client, &ns, "default", &s.name).await;
     let plain = create_pod(&client, &ns, "plain", &[], None).await;
     assert_eq!(
         pod_pull_secret_names(&plain),

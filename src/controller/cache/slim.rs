@@ -97,6 +97,11 @@ fn string(s: Option<&str>) -> Option<String> {
     s.map(ToString::to_string)
 }
 
+/// The names a list of references holds, in its order.
+fn names(refs: Option<&[LocalObjectReference]>) -> Option<Box<[Box<str>]>> {
+    refs.map(|list| list.iter().map(|r| r.name.as_str().into()).collect())
+}
+
 /// The identity of an object and its version; its namespace and name are the cache's keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Identity {
@@ -139,10 +144,7 @@ impl Cached for CachedServiceAccount {
         Self {
             identity: Identity::of(&sa.metadata),
             annotations: pairs(sa.metadata.annotations.as_ref()),
-            image_pull_secrets: sa
-                .image_pull_secrets
-                .as_ref()
-                .map(|list| list.iter().map(|r| r.name.as_str().into()).collect()),
+            image_pull_secrets: names(sa.image_pull_secrets.as_deref()),
             automount_token: sa.automount_service_account_token,
         }
     }
@@ -187,11 +189,7 @@ impl Cached for CachedSecret {
         Self {
             identity: Identity::of(&secret.metadata),
             labels: pairs(secret.metadata.labels.as_ref()),
-            owner_references: secret
-                .metadata
-                .owner_references
-                .as_ref()
-                .map(|r| r.clone().into_boxed_slice()),
+            owner_references: secret.metadata.owner_references.as_deref().map(Into::into),
             type_: text(secret.type_.as_ref()),
             config: secret
                 .data

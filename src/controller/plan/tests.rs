@@ -1,6 +1,6 @@
 use super::*;
 use crate::api::PULL_SECRETS_ANNOTATION;
-use k8s_openapi::api::core::v1::LocalObjectReference;
+use crate::testing::service_account;
 use std::collections::HashMap;
 
 #[derive(Default)]
@@ -34,6 +34,19 @@ fn name_of<K: kube::Resource>(o: &K) -> &str {
     o.meta().name.as_deref().unwrap_or_default()
 }
 
+/// The objects `keep` selects and `except` leaves in: what the controller's view finds through
+/// its indexes, found here by a scan.
+fn scan<K: kube::Resource>(
+    all: &[Arc<K>],
+    except: Except<'_>,
+    keep: impl Fn(&K) -> bool,
+) -> Vec<Arc<K>> {
+    all.iter()
+        .filter(|o| !except(ns_of(o.as_ref()), name_of(o.as_ref())) && keep(o))
+        .cloned()
+        .collect()
+}
+
 /// The whole plan of a pass, targets planned up front.
 fn sync(desired: &Desired<'_>, view: &impl View) -> Plan {
     let mut plan = cleanup(desired, view);
@@ -58,36 +71,23 @@ impl View for FakeView {
             .collect()
     }
     fn secrets_of(&self, credential: &str, except: Except<'_>) -> Vec<Arc<Secret>> {
-        self.secrets
-            .iter()
-            .filter(|s| !except(ns_of(s.as_ref()), name_of(s.as_ref())))
-            .filter(|s| labelled_for(s, credential))
-            .cloned()
-            .collect()
+        scan(&self.secrets, except, |s| labelled_for(s, credential))
     }
     fn managed_secrets_in(
         &self,
         namespaces: &BTreeSet<String>,
         except: Except<'_>,
     ) -> Vec<Arc<Secret>> {
-        self.secrets
-            .iter()
-            .filter(|s| !except(ns_of(s.as_ref()), name_of(s.as_ref())))
-            .filter(|s| namespaces.contains(ns_of(s.as_ref())))
-            .cloned()
-            .collect()
+        scan(&self.secrets, except, |s| namespaces.contains(ns_of(s)))
     }
     fn service_accounts_of(
         &self,
         credential: &str,
         except: Except<'_>,
     ) -> Vec<Arc<ServiceAccount>> {
-        self.sas
-            .iter()
-            .filter(|s| !except(ns_of(s.as_ref()), name_of(s.as_ref())))
-            .filter(|s| !service_accounts::owned_by(s, credential).is_empty())
-            .cloned()
-            .collect()
+        scan(&self.sas, except, |s| {
+            !service_accounts::owned_by(s, credential).is_empty()
+        })
     }
     fn known_conflict(&self, namespace: &str, name: &str) -> Option<Option<String>> {
         self.conflicts.get(&key(namespace, name)).cloned()
@@ -112,25 +112,11 @@ fn ours(ns: &str, name: &str, data: &[u8]) -> Arc<Secret> {
 }
 
 fn sa(ns: &str, name: &str, entries: &[&str], annotation: Option<&str>) -> Arc<ServiceAccount> {
-    Arc::new(ServiceAccount {
-        metadata: ObjectMeta {
-            namespace: Some(ns.into()),
-            name: Some(name.into()),
-            resource_version: Some("1".into()),
-            annotations: annotation
-                .map(|a| [(PULL_SECRETS_ANNOTATION.to_string(), a.to_string())].into()),
-            ..Default::default()
-        },
-        image_pull_secrets: Some(
-            entries
-                .iter()
-                .map(|n| LocalObjectReference {
-                    name: n.to_string(),
-                })
-                .collect(),
-        ),
-        ..Default::default()
-    })
+    let mut sa = service_account(ns, name, entries);
+    sa.metadata.resource_version = Some("1".into());
+    sa.metadata.annotations =
+        annotation.map(|a| [(PULL_SECRETS_ANNOTATION.to_string(), a.to_string())].into());
+    Arc::new(sa)
 }
 
 /// An account listing `others` and then our `acme-pull`, with the annotation that records our entry.

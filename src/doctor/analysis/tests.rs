@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::*;
 use crate::doctor::gather::CredentialFacts;
+use crate::testing::service_account;
 
 const NS: &str = "shop";
 const IMAGE: &str = "registry.example.com/team/app:1.0";
@@ -28,12 +29,7 @@ fn pod(image: &str, pull_secrets: &[&str]) -> Pod {
 }
 
 fn sa(pull_secrets: &[&str]) -> ServiceAccount {
-    let refs: Vec<_> = pull_secrets.iter().map(|n| json!({ "name": n })).collect();
-    serde_json::from_value(json!({
-        "metadata": { "name": "default", "namespace": NS },
-        "imagePullSecrets": refs
-    }))
-    .unwrap()
+    service_account(NS, "default", pull_secrets)
 }
 
 fn secret(type_: &str, key: &str, value: &str) -> Found {

@@ -7,7 +7,11 @@
 #![allow(dead_code)]
 
 mod processes;
+// The object builders the unit tests use, compiled into this crate too.
+#[path = "../../../src/testing.rs"]
+mod objects;
 
+pub use objects::*;
 pub use processes::*;
 
 use std::{
@@ -19,13 +23,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::{
-    ByteString,
-    api::{
-        authentication::v1::{TokenRequest, TokenRequestSpec},
-        core::v1::{Namespace, Secret, ServiceAccount},
-        events::v1::Event,
-    },
+use k8s_openapi::api::{
+    authentication::v1::{TokenRequest, TokenRequestSpec},
+    core::v1::{Namespace, Pod, Secret, ServiceAccount},
+    events::v1::Event,
 };
 use kube::{
     Api, Client, Config, ResourceExt,
@@ -196,23 +197,6 @@ pub fn docker_config(server: &str, user: &str, password: &str) -> String {
     use base64::Engine;
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     json!({"auths": {server: {"username": user, "password": password, "auth": auth}}}).to_string()
-}
-
-pub fn secret_object(ns: &str, name: &str, type_: &str, data: &[(&str, &[u8])]) -> Secret {
-    Secret {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(ns.into()),
-            ..Default::default()
-        },
-        type_: Some(type_.into()),
-        data: Some(
-            data.iter()
-                .map(|(k, v)| (k.to_string(), ByteString(v.to_vec())))
-                .collect(),
-        ),
-        ..Default::default()
-    }
 }
 
 /// A `kubernetes.io/dockerconfigjson` Secret holding `config` (as [`docker_config`] makes).
@@ -436,6 +420,50 @@ pub async fn wait_sa_lists(client: &Client, ns: &str, sa: &str, secret: &str) ->
         },
     )
     .await
+}
+
+/// Waits until the API server's ServiceAccount admission plugin gives `secret` to a new pod of
+/// `sa`, shown by a dry-run pod create. The plugin reads the ServiceAccount from the API server's
+/// informer cache, which trails a write by moments: a pod created right after the ServiceAccount
+/// lists the copy can still be admitted without it. The cache only moves forward, so every pod
+/// created after this returns gets the copy.
+pub async fn wait_admission_lists(client: &Client, ns: &str, sa: &str, secret: &str) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let probe: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": unique("admission-probe")},
+        "spec": {
+            "serviceAccountName": sa,
+            "containers": [{"name": "app", "image": "registry.example.com/probe:1"}],
+        },
+    }))
+    .unwrap();
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    wait_for(
+        &format!("admission giving {secret} to a new pod of {ns}/{sa}"),
+        TIMEOUT,
+        || async {
+            let admitted = pods
+                .create(&dry_run, &probe)
+                .await
+                .map_err(|e| e.to_string())?;
+            let names: Vec<String> = admitted
+                .spec
+                .iter()
+                .flat_map(|s| s.image_pull_secrets.iter().flatten())
+                .map(|r| r.name.clone())
+                .collect();
+            if names.iter().any(|n| n == secret) {
+                Ok(())
+            } else {
+                Err(format!("admitted with {names:?}"))
+            }
+        },
+    )
+    .await;
 }
 
 pub async fn wait_secret_gone(client: &Client, ns: &str, name: &str) {
