@@ -72,7 +72,7 @@ pub(super) async fn recover(
         secret_name,
         keys: config.registries().collect(),
     };
-    let found = recovery::candidates(pods.iter().map(AsRef::as_ref), &offer, |ns, account| {
+    let found = recovery::candidates(pods.iter().map(|p| p.pod()), &offer, |ns, account| {
         view.service_accounts(ns).iter().any(|sa| {
             sa.metadata.name.as_deref() == Some(account) && service_accounts::lists(sa, secret_name)
         })

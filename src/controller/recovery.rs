@@ -2,7 +2,7 @@
 //! its namespace keeps failing, because its `imagePullSecrets` were fixed at admission. This
 //! module finds such pods (pure: [`candidates`]) and keeps the pod watch that feeds it
 //! ([`PodWatch`]): the watch runs only while some credential has recovery on, sees only `Pending`
-//! pods (field selector), and keeps of each only what the decision reads.
+//! pods (field selector), and decodes of each only what the decision reads ([`PendingPod`]).
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -14,13 +14,9 @@ use std::{
 };
 
 use futures::{StreamExt, channel::mpsc};
-use k8s_openapi::api::core::v1::{
-    Container, ContainerState, ContainerStateWaiting, ContainerStatus, LocalObjectReference, Pod,
-    PodSpec, PodStatus,
-};
+use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api, Client,
-    api::ObjectMeta,
     runtime::{
         WatchStreamExt,
         reflector::{self, Store},
@@ -29,7 +25,10 @@ use kube::{
 };
 use tracing::{debug, warn};
 
-use crate::kubelet::{self, ImageRef};
+use crate::{
+    controller::cache::pod::PendingPod,
+    kubelet::{self, ImageRef},
+};
 
 /// Controllers that recreate an evicted pod.
 const RECREATING_KINDS: [&str; 4] = ["ReplicaSet", "StatefulSet", "DaemonSet", "Job"];
@@ -145,62 +144,6 @@ pub(crate) fn candidates<'p>(
     found
 }
 
-/// What the cache keeps of a pod: identity, controller, ServiceAccount, pull secrets, and each
-/// container's image and waiting reason. Everything else (env, volumes, annotations, labels,
-/// managedFields, probes) is dropped as it arrives.
-pub(crate) fn slim(pod: &mut Pod) {
-    let meta = std::mem::take(&mut pod.metadata);
-    pod.metadata = ObjectMeta {
-        name: meta.name,
-        namespace: meta.namespace,
-        uid: meta.uid,
-        resource_version: meta.resource_version,
-        deletion_timestamp: meta.deletion_timestamp,
-        owner_references: meta.owner_references.map(|refs| {
-            refs.into_iter()
-                .filter(|r| r.controller == Some(true))
-                .collect()
-        }),
-        ..Default::default()
-    };
-    let spec = pod.spec.take().unwrap_or_default();
-    pod.spec = Some(PodSpec {
-        service_account_name: spec.service_account_name,
-        image_pull_secrets: spec.image_pull_secrets.map(|l| {
-            l.into_iter()
-                .map(|r| LocalObjectReference { name: r.name })
-                .collect()
-        }),
-        containers: Vec::<Container>::new(),
-        ..Default::default()
-    });
-    let slim_statuses = |list: Option<Vec<ContainerStatus>>| {
-        list.map(|l| {
-            l.into_iter()
-                .map(|c| ContainerStatus {
-                    name: c.name,
-                    image: c.image,
-                    state: c.state.and_then(|s| s.waiting).map(|w| ContainerState {
-                        waiting: Some(ContainerStateWaiting {
-                            reason: w.reason,
-                            message: None,
-                        }),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                })
-                .collect()
-        })
-    };
-    let status = pod.status.take().unwrap_or_default();
-    pod.status = Some(PodStatus {
-        phase: status.phase,
-        container_statuses: slim_statuses(status.container_statuses),
-        init_container_statuses: slim_statuses(status.init_container_statuses),
-        ..Default::default()
-    });
-}
-
 /// The pod watch, started when the first credential turns recovery on and stopped when the last
 /// turns it off: with recovery off everywhere, no pod is watched at all.
 pub(crate) struct PodWatch {
@@ -213,7 +156,7 @@ pub(crate) struct PodWatch {
 }
 
 struct Running {
-    store: Store<Pod>,
+    store: Store<PendingPod>,
     synced: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -259,7 +202,7 @@ impl PodWatch {
     }
 
     /// The pods, once the watch holds its initial list.
-    pub(crate) fn pods(&self) -> Option<Vec<Arc<Pod>>> {
+    pub(crate) fn pods(&self) -> Option<Vec<Arc<PendingPod>>> {
         let running = self.running.lock().expect("pod watch lock");
         let running = running.as_ref()?;
         running
@@ -271,16 +214,15 @@ impl PodWatch {
     fn start(&self) -> Running {
         let (store, writer) = reflector::store();
         let synced = Arc::new(AtomicBool::new(false));
-        let api = Api::<Pod>::all(self.client.clone());
-        // 100 a page, not 500: pods are the largest objects listed (annotations, managedFields),
-        // and a page is decoded whole before it is slimmed.
+        let api = Api::<PendingPod>::all(self.client.clone());
+        // 100 a page, not 500: a page's body is read whole before it is decoded, and pods are
+        // the largest objects listed (annotations, managedFields).
         let config = watcher::Config::default()
             .fields("status.phase=Pending")
             .any_semantic()
             .page_size(100);
         let stream = watcher(api, config)
             .default_backoff()
-            .modify(slim)
             .reflect(writer)
             .inspect({
                 let synced = synced.clone();
@@ -296,9 +238,9 @@ impl PodWatch {
             stream
                 .for_each(|pod| {
                     if let Ok(pod) = pod
-                        && !failing_images(&pod).is_empty()
+                        && !failing_images(pod.pod()).is_empty()
                     {
-                        let _ = triggers.unbounded_send(Ok(pod));
+                        let _ = triggers.unbounded_send(Ok(pod.into_pod()));
                     }
                     std::future::ready(())
                 })
@@ -408,7 +350,13 @@ impl Reported {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use k8s_openapi::{
+        api::core::v1::{
+            Container, ContainerState, ContainerStateWaiting, ContainerStatus,
+            LocalObjectReference, PodSpec, PodStatus,
+        },
+        apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
+    };
 
     fn pod(ns: &str, name: &str, sa: Option<&str>, own: &[&str], waiting: &[(&str, &str)]) -> Pod {
         Pod {
@@ -591,7 +539,7 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_keeps_only_what_the_decision_reads() {
+    fn the_watch_decodes_only_what_the_decision_reads() {
         let mut p = controlled_by(
             pod(
                 "a",
@@ -609,35 +557,51 @@ mod tests {
             image: Some("registry.example.com/app:1".into()),
             ..Default::default()
         }];
-        let before = candidates(
-            [&p],
-            &offer(&strings(&["a"]), &strings(&["builder"])),
-            |_, _| true,
+        let waiting = |p: &Pod| {
+            p.status
+                .as_ref()
+                .unwrap()
+                .container_statuses
+                .as_ref()
+                .unwrap()[0]
+                .state
+                .as_ref()
+                .unwrap()
+                .waiting
+                .clone()
+                .unwrap()
+        };
+        p.metadata
+            .owner_references
+            .as_mut()
+            .unwrap()
+            .push(OwnerReference {
+                kind: "Other".into(),
+                name: "not-the-controller".into(),
+                ..Default::default()
+            });
+        let (targets, accounts) = (strings(&["a"]), strings(&["builder"]));
+        let offer = offer(&targets, &accounts);
+        let before = candidates([&p], &offer, |_, _| true);
+        assert_eq!(before.len(), 1);
+
+        // As the API server sends it: JSON, decoded by the watch.
+        let decoded: PendingPod =
+            serde_json::from_value(serde_json::to_value(&p).unwrap()).unwrap();
+        let slim = decoded.pod();
+        assert!(slim.metadata.labels.is_none() && slim.metadata.annotations.is_none());
+        assert!(slim.spec.as_ref().unwrap().containers.is_empty());
+        assert_eq!(slim.metadata.owner_references.as_ref().unwrap().len(), 1);
+        assert_eq!(waiting(slim).reason.as_deref(), Some("ErrImagePull"));
+        assert!(
+            waiting(slim).message.is_none(),
+            "pull messages are not kept"
         );
-        slim(&mut p);
-        assert!(p.metadata.labels.is_none() && p.metadata.annotations.is_none());
-        assert!(p.spec.as_ref().unwrap().containers.is_empty());
-        let message = &p
-            .status
-            .as_ref()
-            .unwrap()
-            .container_statuses
-            .as_ref()
-            .unwrap()[0]
-            .state
-            .as_ref()
-            .unwrap()
-            .waiting
-            .as_ref()
-            .unwrap()
-            .message;
-        assert!(message.is_none(), "pull messages are not kept");
-        let after = candidates(
-            [&p],
-            &offer(&strings(&["a"]), &strings(&["builder"])),
-            |_, _| true,
+        assert_eq!(
+            candidates([slim], &offer, |_, _| true),
+            before,
+            "the same decision from the decoded pod"
         );
-        assert_eq!(before, after, "the same decision from the slim pod");
     }
 
     #[test]

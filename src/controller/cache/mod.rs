@@ -4,6 +4,7 @@
 
 pub(crate) mod index;
 pub(crate) mod overlay;
+pub(crate) mod pod;
 pub(crate) mod slim;
 pub(crate) mod store;
 
