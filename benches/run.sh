@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make bench`: the benchmark on a dedicated local control plane with an audit log, the operator in
-# its own process under deploy/'s identity, and the driver in benches/regcred.rs. Results:
+# its own process under deploy/'s identity, and the driver in benches/regcred/. Results:
 # target/bench/results.json and a table on stdout.
 #   OPERATOR_ARGS (extra flags for the operator), N=1000 (namespaces), N_SCALE=3000 (scaling run; 0 skips), UNRELATED=2000 (unrelated 256 KiB
 #   Secrets for the memory scenario), PODS=2000 (Pending pods for the podRecovery memory scenario), IDLE_SECONDS=60, ONBOARD=200,
