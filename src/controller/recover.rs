@@ -26,6 +26,9 @@ pub(super) struct Recovered {
     pub(super) retry: Option<Duration>,
 }
 
+/// A second look at pods whose ServiceAccount lists the Secret only by our own write so far.
+const UNSEEN_RETRY: Duration = Duration::from_secs(1);
+
 /// Retry of an eviction a PodDisruptionBudget refused.
 pub(super) const EVICTION_RETRY: Duration = Duration::from_secs(10);
 
@@ -73,10 +76,19 @@ pub(super) async fn recover(
         keys: config.registries().collect(),
     };
     let found = recovery::candidates(pods.iter().map(|p| p.pod()), &offer, |ns, account| {
-        view.service_accounts(ns).iter().any(|sa| {
+        let listed = view.service_accounts(ns).iter().any(|sa| {
             sa.metadata.name.as_deref() == Some(account) && service_accounts::lists(sa, secret_name)
-        })
+        });
+        let seen = || {
+            (ctx.caches.service_accounts.get(ns, account)).is_some_and(|sa| sa.lists(secret_name))
+        };
+        match (listed, listed && seen()) {
+            (false, _) => recovery::Listing::No,
+            (true, false) => recovery::Listing::Written,
+            (true, true) => recovery::Listing::Seen,
+        }
     });
+    let (found, unseen) = recovery::seen_only(found);
     let fresh: Vec<String> = ctx
         .reported_pods
         .fresh(&name, &found)
@@ -85,6 +97,11 @@ pub(super) async fn recover(
         .collect();
     let (mut awaiting, mut retry) = (0u32, None::<Duration>);
     let mut hold = |wait: Duration| retry = Some(retry.map_or(wait, |r: Duration| r.min(wait)));
+    if unseen > 0 {
+        // The watch brings the ServiceAccount moments after our write, and with it a pass.
+        awaiting += unseen;
+        hold(UNSEEN_RETRY);
+    }
     for pod in &found {
         let first = fresh.contains(&pod.uid);
         if mode == PodRecovery::Evict && pod.recreated {

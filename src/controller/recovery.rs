@@ -44,6 +44,21 @@ pub(crate) struct Candidate {
     pub(crate) image: String,
     /// Controlled by a ReplicaSet, StatefulSet, DaemonSet or Job: eviction brings a new pod.
     pub(crate) recreated: bool,
+    /// How its ServiceAccount lists the Secret: [`Listing::Written`] or [`Listing::Seen`].
+    pub(crate) listing: Listing,
+}
+
+/// Whether a pod's ServiceAccount lists the Secret, as the operator knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listing {
+    /// It does not.
+    No,
+    /// Only our own write says so: the watch has not delivered it yet. The API server's
+    /// ServiceAccount admission reads the same kind of cache, so a pod recreated now could still
+    /// be admitted without the Secret.
+    Written,
+    /// The watch has delivered the ServiceAccount listing it.
+    Seen,
 }
 
 /// What the credential offers, for [`candidates`].
@@ -91,12 +106,13 @@ pub(crate) fn covers(keys: &[&str], image: &str) -> bool {
 }
 
 /// The pods a credential can recover: in a target namespace, using a selected ServiceAccount
-/// that now lists the Secret (`sa_lists(namespace, account)`), failing to pull an image the
+/// that now lists the Secret (`sa_lists(namespace, account)`, [`Listing::Written`] or
+/// [`Listing::Seen`]), failing to pull an image the
 /// credential covers, and without the Secret in their own spec.
 pub(crate) fn candidates<'p>(
     pods: impl IntoIterator<Item = &'p Pod>,
     offer: &Offer<'_>,
-    sa_lists: impl Fn(&str, &str) -> bool,
+    sa_lists: impl Fn(&str, &str) -> Listing,
 ) -> Vec<Candidate> {
     let mut found = Vec::new();
     for pod in pods {
@@ -116,7 +132,11 @@ pub(crate) fn candidates<'p>(
             .service_accounts
             .iter()
             .any(|p| p == "*" || p == account);
-        if !selected || lists_secret(pod, offer.secret_name) || !sa_lists(ns, account) {
+        if !selected || lists_secret(pod, offer.secret_name) {
+            continue;
+        }
+        let listing = sa_lists(ns, account);
+        if listing == Listing::No {
             continue;
         }
         let Some(image) = failing_images(pod)
@@ -138,10 +158,20 @@ pub(crate) fn candidates<'p>(
             service_account: account.into(),
             image: image.into(),
             recreated,
+            listing,
         });
     }
     found.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     found
+}
+
+/// The candidates to act on (report or evict) now, and how many wait until the watch delivers
+/// their ServiceAccount listing the Secret ([`Listing::Written`]): a pod recreated before the API
+/// server's own cache has the entry could be admitted without it, and fail again.
+pub(crate) fn seen_only(found: Vec<Candidate>) -> (Vec<Candidate>, u32) {
+    let (seen, unseen): (Vec<_>, Vec<_>) =
+        found.into_iter().partition(|c| c.listing == Listing::Seen);
+    (seen, unseen.len() as u32)
 }
 
 /// The pod watch, started when the first credential turns recovery on and stopped when the last
@@ -438,11 +468,45 @@ mod tests {
             ),
             "ReplicaSet",
         )];
-        let found = candidates(&pods, &offer(&targets, &sas), |_, _| true);
+        let found = candidates(&pods, &offer(&targets, &sas), |_, _| Listing::Seen);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].service_account, "default");
         assert!(found[0].recreated);
         assert_eq!(found[0].image, "registry.example.com/app:1");
+    }
+
+    #[test]
+    fn a_pod_waits_until_the_watch_shows_its_service_account_listing_the_secret() {
+        let (targets, sas) = (strings(&["a"]), strings(&["*"]));
+        let failing = |name: &str, account: &str| {
+            controlled_by(
+                pod(
+                    "a",
+                    name,
+                    Some(account),
+                    &[],
+                    &[("registry.example.com/app:1", "ErrImagePull")],
+                ),
+                "ReplicaSet",
+            )
+        };
+        let pods = [failing("web-1", "written"), failing("web-2", "seen")];
+        let found = candidates(&pods, &offer(&targets, &sas), |_, account| {
+            if account == "seen" {
+                Listing::Seen
+            } else {
+                Listing::Written
+            }
+        });
+        assert_eq!(found.len(), 2, "both are candidates");
+        let (now, waiting) = seen_only(found);
+        let now: Vec<_> = now.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            now,
+            ["web-2"],
+            "only the pod whose ServiceAccount the watch shows listing the Secret"
+        );
+        assert_eq!(waiting, 1, "the other one waits, counted as awaiting");
     }
 
     #[test]
@@ -488,10 +552,10 @@ mod tests {
                 &[("registry.example.com/app:1", "CrashLoopBackOff")],
             ),
         ];
-        assert!(candidates(&pods, &offer(&targets, &sas), |_, _| true).is_empty());
+        assert!(candidates(&pods, &offer(&targets, &sas), |_, _| Listing::Seen).is_empty());
         let pods = [failing("a", "account-does-not-list-it-yet")];
         assert!(
-            candidates(&pods, &offer(&targets, &sas), |_, _| false).is_empty(),
+            candidates(&pods, &offer(&targets, &sas), |_, _| Listing::No).is_empty(),
             "a recreated pod would fail again"
         );
     }
@@ -505,7 +569,7 @@ mod tests {
             controlled_by(pod("a", "custom", None, &[], &waiting), "MyOperatorKind"),
             controlled_by(pod("a", "job", None, &[], &waiting), "Job"),
         ];
-        let found = candidates(&pods, &offer(&targets, &sas), |_, _| true);
+        let found = candidates(&pods, &offer(&targets, &sas), |_, _| Listing::Seen);
         let recreated: Vec<_> = found
             .iter()
             .map(|c| (c.name.as_str(), c.recreated))
@@ -582,7 +646,7 @@ mod tests {
             });
         let (targets, accounts) = (strings(&["a"]), strings(&["builder"]));
         let offer = offer(&targets, &accounts);
-        let before = candidates([&p], &offer, |_, _| true);
+        let before = candidates([&p], &offer, |_, _| Listing::Seen);
         assert_eq!(before.len(), 1);
 
         // As the API server sends it: JSON, decoded by the watch.
@@ -598,7 +662,7 @@ mod tests {
             "pull messages are not kept"
         );
         assert_eq!(
-            candidates([slim], &offer, |_, _| true),
+            candidates([slim], &offer, |_, _| Listing::Seen),
             before,
             "the same decision from the decoded pod"
         );
@@ -636,6 +700,7 @@ mod tests {
             service_account: "default".into(),
             image: "i".into(),
             recreated: false,
+            listing: Listing::Seen,
         };
         let first = [c("1"), c("2")];
         assert_eq!(reported.fresh("acme", &first).len(), 2);

@@ -151,6 +151,14 @@ impl Cached for CachedServiceAccount {
 }
 
 impl CachedServiceAccount {
+    /// Whether its `imagePullSecrets` names `secret`.
+    pub(crate) fn lists(&self, secret: &str) -> bool {
+        self.image_pull_secrets
+            .iter()
+            .flatten()
+            .any(|name| &**name == secret)
+    }
+
     /// The ServiceAccount `namespace/name` with what the cache kept of it.
     pub(crate) fn restore(&self, namespace: &str, name: &str) -> ServiceAccount {
         let mut metadata = self.identity.meta(namespace, name);
