@@ -79,13 +79,16 @@ pub(super) async fn recover(
         let listed = view.service_accounts(ns).iter().any(|sa| {
             sa.metadata.name.as_deref() == Some(account) && service_accounts::lists(sa, secret_name)
         });
+        // The watch's own copy, without our recent writes laid over it.
         let seen = || {
             (ctx.caches.service_accounts.get(ns, account)).is_some_and(|sa| sa.lists(secret_name))
         };
-        match (listed, listed && seen()) {
-            (false, _) => recovery::Listing::No,
-            (true, false) => recovery::Listing::Written,
-            (true, true) => recovery::Listing::Seen,
+        if !listed {
+            recovery::Listing::No
+        } else if seen() {
+            recovery::Listing::Seen
+        } else {
+            recovery::Listing::Written
         }
     });
     let (found, unseen) = recovery::seen_only(found);
